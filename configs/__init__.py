@@ -1,0 +1,189 @@
+"""Typed configuration: YAML profiles in this folder, loaded into dataclasses.
+
+Every section is a dataclass; unknown keys and values of the wrong type are errors that name the
+key's full path (``temporal.d_state``), so a typo in a profile never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A profile that does not match the schema; the message names the offending key."""
+
+
+@dataclass
+class VisionConfig:
+    """A SigLIP-style vision tower. `pretrained` is a local path for `from_pretrained`; else built from these sizes."""
+    image_size: int = 64
+    patch_size: int = 8
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    pool: int = 2  # spatial average pooling factor (STORM: 2x2); 1 turns it off
+    pretrained: str | None = None
+    frozen: bool = False
+
+    def __post_init__(self):
+        _positive(self, "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "pool")
+        if self.pretrained is None:
+            if self.image_size % self.patch_size:
+                raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size ({self.patch_size})")
+            if (self.image_size // self.patch_size) % self.pool:
+                raise ConfigError(f"vision.pool ({self.pool}) must divide the patch grid ({self.image_size // self.patch_size})")
+
+
+@dataclass
+class TemporalConfig:
+    """Residual pre-norm Mamba blocks along time; names as mamba-ssm's `Mamba`."""
+    n_layers: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    use_cuda_kernels: bool = True  # mamba-ssm's kernels when CUDA and mamba-ssm are present
+
+    def __post_init__(self):
+        _positive(self, "n_layers", "d_state", "d_conv", "expand")
+
+
+@dataclass
+class CubingConfig:
+    """Online Gumbel cubing (Quicksviewer's momentum rule made causal)."""
+    min_len: int = 2
+    max_len: int = 16
+    target_len: float = 5.0  # mean frames per cube; a run-time setting (shifts the boundary logit)
+    trained_target_len: float = 5.0  # the mean the boundary head was trained to hold
+    momentum: float = 0.8
+    tau: float = 0.5
+
+    def __post_init__(self):
+        _positive(self, "min_len", "max_len", "target_len", "trained_target_len", "tau")
+        if self.min_len > self.max_len:
+            raise ConfigError(f"cubing.min_len ({self.min_len}) must not exceed cubing.max_len ({self.max_len})")
+        if not self.min_len <= self.target_len <= self.max_len:
+            raise ConfigError(f"cubing.target_len ({self.target_len}) must lie in [min_len, max_len]")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ConfigError(f"cubing.momentum ({self.momentum}) must lie in [0, 1]")
+
+
+@dataclass
+class ResamplerConfig:
+    num_queries: int = 4  # K tokens per cube (Quicksviewer: 64 for a 7B LLM)
+    num_heads: int = 4
+    out_dim: int = 128  # the LLM's width
+
+    def __post_init__(self):
+        _positive(self, "num_queries", "num_heads", "out_dim")
+
+
+@dataclass
+class SamplerConfig:
+    fps: float = 2.0
+    queue_size: int = 8
+
+    def __post_init__(self):
+        _positive(self, "fps", "queue_size")
+
+
+@dataclass
+class MemoryConfig:
+    token_budget: int = 2048
+
+    def __post_init__(self):
+        _positive(self, "token_budget")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    cubing: CubingConfig = field(default_factory=CubingConfig)
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+
+PROFILES = resources.files(__name__)
+
+
+def load_config(name_or_path: str | Path = "default", overrides: dict | None = None) -> Config:
+    """Load a profile by name (`default` -> configs/default.yaml) or by path, then apply nested overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = Path(str(PROFILES / f"{name_or_path}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"no config profile at {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if overrides:
+        data = _merge(data, overrides)
+    return from_dict(Config, data)
+
+
+def from_dict(cls, data, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, checking every key and value type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f" in {prefix}" if prefix else ""
+        raise ConfigError(f"unknown config key{where}: {', '.join(prefix + '.' + k if prefix else k for k in unknown)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def _coerce(tp, value, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (typing.Any,)
+        return origin(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is typing.Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+def _positive(section, *names: str):
+    label = type(section).__name__.removesuffix("Config").lower()
+    for n in names:
+        if getattr(section, n) <= 0:
+            raise ConfigError(f"{label}.{n} must be positive, got {getattr(section, n)!r}")
+
