@@ -1,0 +1,20 @@
+"""Shared test helpers.
+
+A test that needs a system component (GStreamer's RTSP server, Chromium, CUDA) calls `need(ok, reason)`:
+on a developer's laptop it skips with the reason; in CI (`CI=true`) it fails, so a missing install step
+can never turn into a silently green run. CUDA is the exception: CI machines have none, so CUDA tests
+are marked `cuda` and always skip without it.
+"""
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"CI lacks a required system component: {reason}")
+    pytest.skip(reason)
