@@ -1,0 +1,60 @@
+"""The model that turns frames into cubes of tokens: vision tower -> Mamba along time -> cubing -> resampler.
+
+`encode_clip` is the parallel (training) form over a whole clip; `StreamEncoder` drives the same
+modules one frame at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from configs import Config
+from models.cubing import CubingOutput, GumbelCubing
+from models.resampler import CubeResampler
+from models.temporal import MambaTemporalEncoder
+from models.vision import VisionEncoder
+
+
+@dataclass
+class ClipCubes:
+    """Cubes of one clip from the parallel form."""
+    starts: list[int]  # first frame of each cube
+    lengths: list[int]
+    tokens: torch.Tensor  # [num_cubes, K, out_dim]
+    scores: list[float]  # boundary probability that closed each cube (1.0 where forced, or the clip's end)
+    cubing: CubingOutput  # for the training losses
+
+
+class CubeEncoder(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionEncoder(cfg.vision)
+        dim = self.vision.hidden_size
+        self.temporal = MambaTemporalEncoder(dim, cfg.temporal)
+        self.cubing = GumbelCubing(dim, cfg.cubing)
+        self.resampler = CubeResampler(dim, self.vision.out_grid, cfg.resampler)
+
+    @property
+    def dim(self) -> int:
+        return self.vision.hidden_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def encode_clip(self, frames: torch.Tensor, noise: float = 0.0) -> ClipCubes:
+        """One clip, uint8 frames [T, H, W, 3] -> its cubes, every cube closed (the last at the clip's end)."""
+        feats = self.vision(frames)[None]  # [1, T, P, D]
+        feats, _ = self.temporal(feats)
+        cub = self.cubing(feats, noise=noise)
+        gated = feats * cub.gate[..., None, None]  # value unchanged; lets the cube tokens' loss reach the boundary head
+        starts = cub.starts[0].nonzero().flatten().tolist()
+        ends = starts[1:] + [frames.shape[0]]
+        lengths = [e - s for s, e in zip(starts, ends)]
+        tokens = self.resampler([gated[0, s:e] for s, e in zip(starts, ends)])
+        p = cub.p[0]
+        scores = [float(p[e]) if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
+        return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub)
