@@ -85,9 +85,9 @@ class SynthParams:
         _subset("shapes", self.shapes, SHAPES, at_least=1)
         _subset("colours", self.colours, tuple(COLOURS), at_least=2)  # a colour change needs two
         for name in ("quiet_mean", "burst_mean", "burst_gap", "quiet_gap"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise ValueError(f"synth: {name} must be a positive number of seconds, got {v!r}")
+            v = getattr(self, name)  # capped at a day: the next action is found by stepping through stretches
+            if not (isinstance(v, (int, float)) and 0 < v <= 86400):
+                raise ValueError(f"synth: {name} must be a number of seconds in (0, 86400], got {v!r}")
         if not 0 <= self.noise <= 64:
             raise ValueError(f"synth: noise must lie in [0, 64], got {self.noise!r}")
         if not 0 <= self.drift < 0.5:
