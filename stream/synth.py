@@ -128,8 +128,7 @@ class _Track:
     shape: str
     size: str
     lane: int
-    enter: float
-    stay_until: float
+    stay_until: float  # after this it prefers to leave
     key_t: list[float]
     key_x: list[float]
     colour_t: list[float]
@@ -149,6 +148,9 @@ class _Track:
 
 
 class SynthWorld:
+    """A camera world fixed by `seed` and SynthParams. Its log grows lazily as later times are asked
+    about, so one instance is not safe to share between threads; make one per thread (they agree)."""
+
     def __init__(self, seed: int = 0, **params):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"synth: seed must be a non-negative int, got {seed!r}")
@@ -322,7 +324,7 @@ class SynthWorld:
         x = rng.uniform(X_MIN, X_MAX)
         start = -X_OFF if rng.random() < 0.5 else 1 + X_OFF
         stay = math.exp(rng.uniform(math.log(STAY_S[0]), math.log(STAY_S[1])))
-        tr = _Track(self._next_obj, shape, size, lane, t, t + stay, [t, t + ENTER_S], [start, x], [t], [colour])
+        tr = _Track(self._next_obj, shape, size, lane, t + stay, [t, t + ENTER_S], [start, x], [t], [colour])
         self._next_obj += 1
         self._lane_now[lane] = tr
         self._lane_tracks[lane].append(tr)
