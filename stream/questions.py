@@ -70,7 +70,7 @@ def is_correct(q: Question, prediction: str, time_tol: float = 3.0) -> bool:
 def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0, n: int = 8,
                    kinds: tuple[str, ...] = KINDS, slices: tuple[str, ...] = SLICES,
                    max_age: float = math.inf) -> list[Question]:
-    """Up to `n` questions asked at `t_now`, kinds and slices drawn evenly from those given.
+    """Up to `n` questions asked at `t_now`, spread evenly over the given kinds and slices.
 
     Fewer come back when the log cannot support them (a young world has nothing older than a minute).
     `max_age` bounds how far back evidence may lie (the "older" slice is otherwise unbounded).
@@ -86,7 +86,7 @@ def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0
     asked = dict.fromkeys((*slices, *kinds), 0)
     live = list(slices)
     while len(out) < n and live:
-        # Keep slices, and kinds within them, even: ask the least-asked slice, trying the least-asked
+        # Keep slices and kinds even: ask the least-asked slice, trying the least-asked
         # kinds first. Askers decline when nothing fits; a slice where every kind declines is dropped.
         target = min(live, key=lambda s: (asked[s], rng.random()))
         for kind in sorted(kinds, key=lambda k: (asked[k], rng.random())):
