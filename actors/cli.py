@@ -34,6 +34,18 @@ def cmd_clip(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    """Train the profile end to end on the synthetic world; writes a checkpoint folder to --out."""
+    from configs import load_config
+    from models.train import train
+
+    overrides = {"train": {k: v for k, v in (("steps", args.steps), ("max_minutes", args.minutes)) if v is not None}}
+    cfg = load_config(args.config, overrides=overrides)
+    result = train(cfg, args.out, resume=args.resume)
+    print("final: " + " ".join(f"{k} {v:.4g}" for k, v in result.items()))
+    return 0
+
+
 def _print_cube(c, world, dt) -> None:
     events = ", ".join(f"{e.kind} {e.colour} {e.shape} @{e.t:.1f}" for e in world.events_between(c.start, c.end + dt))
     print(f"{c.index:>5} {c.start:>8.1f} {c.end:>8.1f} {c.num_frames:>6} {c.score:>6.2f}  {tuple(c.tokens.shape)!s:8} {events}")
@@ -49,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seconds", type=float, default=60.0)
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=cmd_clip)
+    p = sub.add_parser("train", help="train a profile end to end on the synthetic world")
+    p.add_argument("--config", default="default")
+    p.add_argument("--out", required=True, help="checkpoint folder (written every train.save_every steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--minutes", type=float, help="override train.max_minutes")
+    p.set_defaults(func=cmd_train)
     args = ap.parse_args(argv)
     return args.func(args)
 

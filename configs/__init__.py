@@ -86,6 +86,62 @@ class ResamplerConfig:
 
 
 @dataclass
+class LLMConfig:
+    """A Hugging Face causal LM fed `inputs_embeds`: tiny and built here by default, or a local checkpoint."""
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 256
+    max_positions: int = 2048
+    pretrained: str | None = None  # local path of a causal LM and its tokenizer (e.g. Qwen2.5)
+    frozen: bool = False
+
+    def __post_init__(self):
+        _positive(self, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
+
+
+@dataclass
+class AnswerConfig:
+    """Question-conditioned selection (XComp) and decoding limits."""
+    context_tokens: int = 640  # LLM tokens the selected cubes may take (K tokens + their timestamp each)
+    newest_cubes: int = 2  # always in the prompt: a question is most often about now
+    window_cubes: int = 48  # XComp's local windows: cubes scored together in one pass
+    max_question_tokens: int = 48
+    max_answer_tokens: int = 12
+    citations: int = 3  # cited time spans: the highest-scoring selected cubes
+    selection: str = "attention"  # "attention" (XComp) or "key" (cosine of cube keys to the question)
+
+    def __post_init__(self):
+        _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
+                  "citations")
+        if self.selection not in ("attention", "key"):
+            raise ConfigError(f"answer.selection must be 'attention' or 'key', got {self.selection!r}")
+
+
+@dataclass
+class TrainConfig:
+    """`cubestream train` on the synthetic world (stream/synth.py)."""
+    steps: int = 4000
+    max_minutes: float = 55.0  # stop (and save) when this much wall time has passed
+    clips_per_step: int = 4
+    questions_per_clip: int = 4
+    clip_seconds: float = 48.0
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    noise_anneal: float = 0.6  # Gumbel noise weight goes 1.0 -> 0.01 (cosine) over this fraction of the steps
+    rate_weight: float = 1.0  # holds the mean cube length at cubing.trained_target_len
+    boundary_weight: float = 0.5  # supervised boundary term from the world's event log (0 = Quicksviewer's unsupervised)
+    train_seeds: int = 10_000  # worlds 0 .. train_seeds-1 train; evaluation uses seeds above
+    world_seconds: float = 1800.0  # clips end anywhere in the first this many seconds of a world
+    eval_every: int = 200
+    save_every: int = 200
+
+    def __post_init__(self):
+        _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",
+                  "train_seeds", "world_seconds", "eval_every", "save_every")
+
+
+@dataclass
 class SamplerConfig:
     fps: float = 2.0
     queue_size: int = 8
@@ -109,6 +165,10 @@ class Config:
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     cubing: CubingConfig = field(default_factory=CubingConfig)
     resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: str | None = None  # trained weights: a folder, relative to configs/ or absolute
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 

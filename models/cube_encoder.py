@@ -56,5 +56,5 @@ class CubeEncoder(nn.Module):
         lengths = [e - s for s, e in zip(starts, ends)]
         tokens = self.resampler([gated[0, s:e] for s, e in zip(starts, ends)])
         p = cub.p[0]
-        scores = [float(p[e]) if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
+        scores = [p[e].item() if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
         return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub)

@@ -90,16 +90,20 @@ class MambaBlock(nn.Module):
         return self.out_proj(rearrange(y, "n e l -> n l e")), MambaState(conv=new_conv, ssm=last)
 
     def _scan(self, x, dt, A, B, C, z, h):
-        """Reference selective scan (mamba-ssm's `selective_scan_ref`), sequential in time."""
+        """Reference selective scan (mamba-ssm's `selective_scan_ref`), sequential in time.
+
+        Time leads every per-step tensor and is walked with `unbind`: slicing a trailing time axis
+        would make autograd allocate a full-size gradient for every step.
+        """
         dt = F.softplus(dt + self.dt_proj.bias[None, :, None])  # [N, E, L]
-        dA = torch.exp(torch.einsum("nel,es->nesl", dt, A))  # [N, E, S, L]
-        dBx = torch.einsum("nel,nsl,nel->nesl", dt, B, x)
+        dA = torch.exp(torch.einsum("nel,es->lnes", dt, A))  # [L, N, E, S]
+        dBx = torch.einsum("nel,nsl,nel->lnes", dt, B, x)
         h = h.float()
-        ys = []
-        for t in range(x.shape[-1]):
-            h = dA[..., t] * h + dBx[..., t]
-            ys.append(torch.einsum("nes,ns->ne", h, C[..., t]))
-        y = torch.stack(ys, dim=-1) + x * self.D[None, :, None]
+        hs = []
+        for a, b in zip(dA.unbind(0), dBx.unbind(0)):
+            h = a * h + b
+            hs.append(h)
+        y = torch.einsum("lnes,nsl->nel", torch.stack(hs), C) + x * self.D[None, :, None]
         return y * F.silu(z), h
 
     def step(self, u: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:

@@ -1,0 +1,43 @@
+"""A trained model on disk: `model.safetensors` (cube encoder + projector) and `llm/` (a Hugging Face
+causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from configs import PROFILES, Config
+from models.cube_encoder import CubeEncoder
+from models.llm import CubeLLM
+
+
+def checkpoint_dir(cfg: Config) -> Path | None:
+    if not cfg.checkpoint:
+        return None
+    path = Path(cfg.checkpoint)
+    return path if path.is_absolute() else Path(str(PROFILES)) / path
+
+
+def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
+    llm.lm.save_pretrained(path / "llm")
+    llm.tokenizer.save_pretrained(path / "llm")
+
+
+def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder, CubeLLM]:
+    """The encoder and LLM of `cfg`, with the weights of `path` (default: the profile's checkpoint)."""
+    path = Path(path) if path else checkpoint_dir(cfg)
+    if path is None or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained checkpoint at {path} (run `cubestream train`, or set `checkpoint:`)")
+    lm = AutoModelForCausalLM.from_pretrained(path / "llm", attn_implementation="eager")
+    llm = CubeLLM(cfg, tokenizer=AutoTokenizer.from_pretrained(path / "llm"), lm=lm)
+    encoder = CubeEncoder(cfg)
+    tensors = load_file(str(path / "model.safetensors"))
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
+    llm.projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k.startswith("projector.")})
+    return encoder.eval(), llm.eval()

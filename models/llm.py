@@ -1,0 +1,132 @@
+"""The language side: a Hugging Face causal LM that reads cubes as embeddings between timestamps in text.
+
+Prompt layout (XComp / Quicksviewer style), one segment a cube in time order, then the question:
+
+    t = 1 2 s : <K projected cube tokens>  t = 1 5 s : <K tokens> ...  question : ... answer : <answer> [EOS]
+
+Digits are single tokens, so any time can be read and written by a small vocabulary. The default LLM is
+tiny and trained here with a word-level tokenizer of its own; a real profile loads any local causal LM
+and its tokenizer with `from_pretrained`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
+
+from configs import Config
+
+SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
+
+
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the words of `texts`, every digit and punctuation mark its own token."""
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+    words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t)} | set("0123456789.:=-"))
+    vocab = {tok: i for i, tok in enumerate([*SPECIALS.values(), *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=SPECIALS["unk_token"]))
+    tok.pre_tokenizer = pre
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS)
+
+
+def detokenize(pieces: list[str]) -> str:
+    """Join word-level pieces: a space only between two words, so "t = 1 2 s" reads "t=12s"."""
+    out = ""
+    for i, p in enumerate(pieces):
+        if i and out[-1:].isalpha() and p[:1].isalpha():
+            out += " "
+        out += p
+    return out
+
+
+def time_text(start: float) -> str:
+    """A cube's timestamp, written as questions and answers write times (t=123s)."""
+    return f"t={round(start)}s :"
+
+
+@dataclass
+class Prompt:
+    embeds: torch.Tensor  # [L, H]
+    cube_spans: list[tuple[int, int]]  # positions of each cube's K tokens
+    question_span: tuple[int, int]
+
+
+class CubeLLM(nn.Module):
+    def __init__(self, cfg: Config, tokenizer=None, lm=None):
+        super().__init__()
+        c = cfg.llm
+        if c.pretrained and lm is None:
+            lm = AutoModelForCausalLM.from_pretrained(c.pretrained, attn_implementation="eager")
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(c.pretrained)
+        if tokenizer is None:
+            raise ValueError("CubeLLM needs a tokenizer: llm.pretrained, a checkpoint, or build_tokenizer()")
+        if lm is None:
+            lm = AutoModelForCausalLM.from_config(Qwen2Config(
+                vocab_size=len(tokenizer), hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_heads,
+                max_position_embeddings=c.max_positions, tie_word_embeddings=True,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id), attn_implementation="eager")
+        self.tokenizer, self.lm = tokenizer, lm
+        if c.frozen:
+            self.lm.requires_grad_(False)
+        width = lm.get_input_embeddings().embedding_dim
+        # Quicksviewer's projector: cube tokens (resampler width) -> LLM embeddings.
+        self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        emb = self.lm.get_input_embeddings()
+        return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+
+    def prompt(self, cubes: list[tuple[float, float, torch.Tensor]], question_ids: list[int]) -> Prompt:
+        """cubes: (start, end, tokens [K, D]) in time order; question_ids from `ids(question)`."""
+        parts, spans, pos = [], [], 0
+        projected = self.projector(torch.stack([c[2] for c in cubes])) if cubes else None
+        for i, (start, end, _) in enumerate(cubes):
+            head = self.embed_ids(self.ids(time_text(start)))
+            parts += [head, projected[i]]
+            spans.append((pos + len(head), pos + len(head) + len(projected[i])))
+            pos += len(head) + len(projected[i])
+        q = self.embed_ids(self.ids("question :") + question_ids + self.ids("answer :"))
+        parts.append(q)
+        return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)))
+
+    def loss(self, prompts: list[Prompt], answers: list[str]) -> torch.Tensor:
+        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch."""
+        seqs, labels = [], []
+        for p, a in zip(prompts, answers):
+            a_ids = self.ids(a) + [self.tokenizer.eos_token_id]
+            seqs.append(torch.cat([p.embeds, self.embed_ids(a_ids)]))
+            labels.append([-100] * (len(p.embeds) - 1) + a_ids + [-100])  # label i is the token at i + 1
+        L = max(len(s) for s in seqs)
+        embeds = torch.stack([F.pad(s, (0, 0, 0, L - len(s))) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s in seqs], device=embeds.device)
+        target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
+        logits = self.lm(inputs_embeds=embeds, attention_mask=mask).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:
+        """Greedy decoding; returns the answer text and how many tokens it took."""
+        out = self.lm.generate(inputs_embeds=prompt.embeds[None], attention_mask=torch.ones(1, len(prompt.embeds), dtype=torch.long,
+                               device=prompt.embeds.device), max_new_tokens=max_new_tokens, do_sample=False,
+                               pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        ids = [i for i in out[0].tolist() if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)]
+        return detokenize(self.tokenizer.convert_ids_to_tokens(ids)), len(out[0])
+
+    @torch.no_grad()
+    def attention_scores(self, prompt: Prompt) -> torch.Tensor:
+        """XComp: mean attention from the question's tokens to each cube's tokens, over heads and middle layers."""
+        att = self.lm(inputs_embeds=prompt.embeds[None], output_attentions=True).attentions  # per layer [1, h, L, L]
+        n = len(att)
+        middle = att[n // 4: max(n // 4 + 1, 3 * n // 4)]
+        q0, q1 = prompt.question_span
+        a = torch.stack([x[0, :, q0:q1].float().mean(dim=(0, 1)) for x in middle]).mean(0)  # [L]
+        return torch.stack([a[s:e].sum() for s, e in prompt.cube_spans])

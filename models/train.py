@@ -1,0 +1,179 @@
+"""`cubestream train`: the whole model, end to end, on clips of the synthetic camera world.
+
+Each step draws clips (a world seed, an end time), encodes each clip with the parallel form of the
+streaming model (the same causal cubing rule that runs live, with annealed Gumbel noise), puts every
+cube in the prompt with its timestamp, and asks questions generated from the world's log about that
+clip. Losses: the answers' cross-entropy; a rate term holding the mean cube length at its target;
+Quicksviewer's 0.001 * mean |z|; and, since the world knows where its events begin, a supervised
+boundary term (weight `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe).
+
+Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from configs import Config
+from models.checkpoint import load_model, save_checkpoint
+from models.cube_encoder import CubeEncoder
+from models.llm import CubeLLM, build_tokenizer, time_text
+from stream.questions import Question, is_correct, make_questions
+from stream.synth import SynthWorld
+
+FPS = 2.0  # the sampler's default rate: what the model sees live
+
+
+@dataclass
+class Clip:
+    frames: torch.Tensor  # uint8 [T, H, W, 3]
+    times: list[float]
+    questions: list[Question]
+    boundaries: torch.Tensor  # [T] 1.0 where an event begins since the previous frame
+
+
+def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
+    tc = cfg.train
+    while True:
+        seed = rng.randrange(*seed_range)
+        world = worlds.setdefault(seed, SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size))
+        t_end = rng.uniform(tc.clip_seconds, tc.world_seconds)
+        n = int(tc.clip_seconds * FPS)
+        times = [t_end - (n - 1 - i) / FPS for i in range(n)]
+        qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=tc.clip_seconds - 2.0)
+        if qs:
+            break
+    if len(worlds) > 64:  # worlds keep their logs; bound what a long run holds
+        worlds.pop(next(iter(worlds)))
+    starts = world.boundary_times(times[0], times[-1] + 1e-6)
+    b = torch.zeros(n)
+    for t in starts:
+        i = int(np.searchsorted(times, t))  # first frame at or after the event
+        if 0 < i < n:
+            b[i] = 1.0
+    frames = torch.as_tensor(np.stack([world.frame_at(t) for t in times]))
+    return Clip(frames=frames, times=times, questions=qs, boundaries=b)
+
+
+def clip_cubes(encoder: CubeEncoder, clip: Clip, noise: float):
+    out = encoder.encode_clip(clip.frames, noise=noise)
+    cubes = [(clip.times[s], clip.times[s + n - 1], tok) for s, n, tok in zip(out.starts, out.lengths, out.tokens)]
+    return out, cubes
+
+
+def tokenizer_corpus(cfg: Config, n_worlds: int = 60) -> list[str]:
+    """Every word the world's questions and answers use, and the prompt's own words."""
+    rng = random.Random(cfg.seed)
+    texts = [time_text(0.0), "question : answer :"]
+    for seed in range(n_worlds):
+        world = SynthWorld(seed=seed)
+        for t_now in (30.0, 200.0, 900.0, 3000.0):
+            texts += [x for q in make_questions(world, t_now, rng, n=24) for x in (q.text, q.answer)]
+    return texts
+
+
+def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float) -> dict:
+    qa, rate, bnd, zpen = [], [], [], []
+    for clip in clips:
+        out, cubes = clip_cubes(encoder, clip, noise)
+        prompts = [llm.prompt(cubes, llm.ids(q.text)) for q in clip.questions]
+        qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
+        z = out.cubing.logits[0, 1:]
+        rate.append((out.cubing.p[0, 1:].mean() - 1.0 / cfg.cubing.trained_target_len) ** 2)
+        bnd.append(F.binary_cross_entropy_with_logits(z[:, 1] - z[:, 0], clip.boundaries[1:]))
+        zpen.append(z.abs().mean())
+    mean = lambda xs: torch.stack(xs).mean()
+    parts = {"qa": mean(qa), "rate": mean(rate), "boundary": mean(bnd), "z": mean(zpen)}
+    parts["total"] = (parts["qa"] + cfg.train.rate_weight * parts["rate"] + cfg.train.boundary_weight * parts["boundary"]
+                      + 0.001 * parts["z"])
+    return parts
+
+
+@torch.no_grad()
+def quick_eval(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, n_clips: int = 12) -> float:
+    """QA accuracy on clips of held-out worlds (all cubes in the prompt, greedy answers)."""
+    encoder.eval(), llm.eval()
+    rng = random.Random(12345)
+    right = total = 0
+    for _ in range(n_clips):
+        clip = sample_clip(cfg, rng, (cfg.train.train_seeds, cfg.train.train_seeds + 500), {})
+        _, cubes = clip_cubes(encoder, clip, 0.0)
+        for q in clip.questions:
+            text, _ = llm.generate(llm.prompt(cubes, llm.ids(q.text)), cfg.answer.max_answer_tokens)
+            right += is_correct(q, text)
+            total += 1
+    encoder.train(), llm.train()
+    return right / max(total, 1)
+
+
+def noise_weight(cfg: Config, step: int) -> float:
+    """Quicksviewer: cosine-annealed from 1.0 to 0.01 over the first `noise_anneal` of training."""
+    frac = min(1.0, step / max(1, cfg.train.noise_anneal * cfg.train.steps))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | None = None,
+          progress: bool = True) -> dict:
+    """Train `cfg` into `out_dir` (checkpoint + train_state.pt); returns the last step's losses and eval."""
+    out_dir = Path(out_dir)
+    tc = cfg.train
+    steps = steps or tc.steps
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    state_path = out_dir / "train_state.pt"
+    if resume and state_path.is_file():
+        encoder, llm = load_model(cfg, out_dir)
+        state = torch.load(state_path, weights_only=False)
+    else:
+        encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))), None
+    encoder.train(), llm.train()
+    params = [p for m in (encoder, llm) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    start = 0
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+
+    def save(step):
+        save_checkpoint(out_dir, encoder, llm)
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, state_path)
+
+    worlds: dict = {}
+    began = time.monotonic()
+    result = {}
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
+    for step in bar:
+        clips = [sample_clip(cfg, rng, (0, tc.train_seeds), worlds) for _ in range(tc.clips_per_step)]
+        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step))
+        opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        result = {k: float(v) for k, v in parts.items()}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in result.items()})
+        done = step + 1
+        out_of_time = (time.monotonic() - began) / 60 > tc.max_minutes
+        if done % tc.eval_every == 0 or done == steps or out_of_time:
+            result["eval_qa"] = quick_eval(cfg, encoder, llm)
+            bar.write(f"step {done}: " + " ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        if done % tc.save_every == 0 or done == steps or out_of_time:
+            save(done)
+        if out_of_time:
+            bar.write(f"stopping at step {done}: train.max_minutes ({tc.max_minutes}) reached")
+            break
+    result["step"] = done if steps > start else start
+    return result
