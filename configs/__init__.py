@@ -109,13 +109,13 @@ class AnswerConfig:
     max_question_tokens: int = 48
     max_answer_tokens: int = 12
     citations: int = 3  # cited time spans: the highest-scoring selected cubes
-    selection: str = "attention"  # "attention" (XComp) or "key" (cosine of cube keys to the question)
+    selection: str = "attention"  # "attention" (XComp), "key" (cosine of cube keys to the question), "recent" (none)
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
                   "citations")
-        if self.selection not in ("attention", "key"):
-            raise ConfigError(f"answer.selection must be 'attention' or 'key', got {self.selection!r}")
+        if self.selection not in ("attention", "key", "recent"):
+            raise ConfigError(f"answer.selection must be 'attention', 'key' or 'recent', got {self.selection!r}")
 
 
 @dataclass

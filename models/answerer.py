@@ -81,6 +81,8 @@ class Answerer:
         scores = self.scores(cubes, question_ids)
         if len(cubes) <= fit:
             return list(range(len(cubes))), scores
+        if self.cfg.selection == "recent":  # the baseline without selection: the newest cubes that fit
+            return list(range(len(cubes) - fit, len(cubes))), scores
         newest = set(range(max(0, len(cubes) - self.cfg.newest_cubes), len(cubes)))
         ranked = [i for i in torch.argsort(scores, descending=True).tolist() if i not in newest]
         return sorted(newest | set(ranked[:max(0, fit - len(newest))])), scores

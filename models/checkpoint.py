@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from configs import PROFILES, Config
 from models.cube_encoder import CubeEncoder
@@ -35,7 +35,8 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if path is None or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained checkpoint at {path} (run `cubestream train`, or set `checkpoint:`)")
     lm = AutoModelForCausalLM.from_pretrained(path / "llm", attn_implementation="eager")
-    llm = CubeLLM(cfg, tokenizer=AutoTokenizer.from_pretrained(path / "llm"), lm=lm)
+    # our tokenizer.json by its own class: AutoTokenizer would pick the LM family's tokenizer class instead
+    llm = CubeLLM(cfg, tokenizer=PreTrainedTokenizerFast.from_pretrained(path / "llm"), lm=lm)
     encoder = CubeEncoder(cfg)
     tensors = load_file(str(path / "model.safetensors"))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
