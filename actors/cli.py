@@ -46,6 +46,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Evaluate a checkpoint on held-out synthetic worlds; prints a table and writes JSON."""
+    import json
+
+    from configs import load_config
+    from models.checkpoint import load_model
+    from models.evaluate import METHODS, evaluate, table
+
+    cfg = load_config(args.config)
+    encoder, llm = load_model(cfg, args.checkpoint)
+    first = cfg.train.train_seeds + 1000  # never trained on
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    results = evaluate(cfg, encoder, llm, list(range(first, first + args.worlds)), args.seconds,
+                       questions=args.questions, methods=methods)
+    print(f"\n{args.worlds} held-out worlds x {args.seconds:g} s streamed at 2 fps, {args.questions} questions each\n")
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"worlds": args.worlds, "seconds": args.seconds, "results": results}, f, indent=2)
+    return 0
+
+
 def _print_cube(c, world, dt) -> None:
     events = ", ".join(f"{e.kind} {e.colour} {e.shape} @{e.t:.1f}" for e in world.events_between(c.start, c.end + dt))
     print(f"{c.index:>5} {c.start:>8.1f} {c.end:>8.1f} {c.num_frames:>6} {c.score:>6.2f}  {tuple(c.tokens.shape)!s:8} {events}")
@@ -68,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--minutes", type=float, help="override train.max_minutes")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="QA accuracy, boundary F1 and compression on held-out synthetic worlds")
+    p.add_argument("--config", default="default")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the profile's)")
+    p.add_argument("--worlds", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=1200.0, help="stream length per world")
+    p.add_argument("--questions", type=int, default=24, help="questions per world, asked at the stream's end")
+    p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
+    p.add_argument("--json", help="write the results here")
+    p.set_defaults(func=cmd_eval)
     args = ap.parse_args(argv)
     return args.func(args)
 
