@@ -1,0 +1,98 @@
+"""RTSP/RTSPS cameras and media files, decoded by FFmpeg through PyAV."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+from configs import SourceConfig
+from stream.frame import Frame
+from stream.sources.source import Keep, Source, SourceError, SourceFailed
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced by ***: statuses and errors are shown to anyone with the API."""
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    return urlunsplit(u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)))
+
+
+class RtspSource(Source):
+    """An RTSP(S) camera. TCP by default (interleaved RTP passes firewalls and loses nothing), UDP on request.
+    FFmpeg's socket timeout and PyAV's open/read timeouts turn a silent camera into an error, and a camera
+    that hangs up ends decode() without one; both lead to a reconnect."""
+
+    def __init__(self, url: str, cfg: SourceConfig):
+        super().__init__(masked(url), cfg)
+        self.url = url
+        self.options = {"rtsp_transport": cfg.rtsp_transport, "timeout": str(int(cfg.read_timeout * 1e6))}
+
+    def _read(self, keep: Keep) -> Iterator[Frame]:
+        cfg, t0 = self.cfg, time.monotonic()
+        try:
+            container = av.open(self.url, options=self.options, timeout=(cfg.open_timeout, cfg.read_timeout))
+        except (av.FFmpegError, OSError) as e:
+            raise SourceError(f"{self.status.spec}: cannot open: {self._explain(e, time.monotonic() - t0)}") from e
+        try:
+            yield from decode(self, container, keep, realtime=False)
+        except (av.FFmpegError, OSError) as e:
+            raise SourceError(f"{self.status.spec}: {self._explain(e, None)}") from e
+        finally:
+            container.close()
+
+    def _explain(self, e: Exception, opening_took: float | None) -> str:
+        if isinstance(e, av.ExitError):  # PyAV's interrupt callback: the read timeout ran out
+            return f"no data for {self.cfg.read_timeout:g} s (read timeout)"
+        if isinstance(e, av.InvalidDataError):
+            if opening_took is not None and opening_took >= 0.9 * self.cfg.open_timeout:
+                return f"no answer within {self.cfg.open_timeout:g} s (open timeout)"
+            return "the server does not speak RTSP, or sent a stream FFmpeg cannot read"
+        return getattr(e, "strerror", None) or str(e)
+
+
+class FileSource(Source):
+    """A media file in any container FFmpeg reads; optionally paced at its own frame rate (like a camera)
+    and looped. Unpaced, it is not live: a slow consumer makes it wait instead of losing frames."""
+
+    def __init__(self, path: str, cfg: SourceConfig, realtime: bool = False, loop: bool = False):
+        super().__init__(path, cfg)
+        self.path, self.realtime = path, realtime
+        self.live, self.restart_on_end = realtime, loop
+
+    def _read(self, keep: Keep) -> Iterator[Frame]:
+        try:
+            container = av.open(self.path)
+        except (av.FFmpegError, OSError) as e:  # a file does not get better by retrying
+            raise SourceFailed(f"{self.path}: cannot open: {getattr(e, 'strerror', None) or e}") from e
+        try:
+            yield from decode(self, container, keep, realtime=self.realtime)
+        except (av.FFmpegError, OSError) as e:
+            raise SourceFailed(f"{self.path}: {getattr(e, 'strerror', None) or e}") from e
+        finally:
+            container.close()
+
+    def _retry_delay(self) -> float:
+        return 0.0  # looping: start over at once
+
+
+def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
+    """Decode the first video stream; convert to RGB only the frames `keep` wants."""
+    if not container.streams.video:
+        raise SourceFailed(f"{source.status.spec}: no video stream")
+    stream = container.streams.video[0]
+    start = None  # (stream time, wall time) of the first frame, for pacing
+    for vf in container.decode(stream):
+        arrival = time.monotonic()
+        pts = source._decoded(vf.time, arrival)
+        if realtime:
+            start = start or (pts, arrival)
+            if (ahead := (pts - start[0]) - (arrival - start[1])) > 0:
+                time.sleep(ahead)
+                arrival = time.monotonic()
+        if keep(pts):
+            yield Frame(vf.to_ndarray(format="rgb24"), pts, arrival)
+        if source._closed:
+            return

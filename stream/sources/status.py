@@ -1,0 +1,22 @@
+"""What a stream is doing right now: the record the runtime exposes over HTTP."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+State = Literal["connecting", "connected", "reconnecting", "failed", "ended"]
+
+
+@dataclass
+class SourceStatus:
+    spec: str  # the source's spec, with any password in it masked
+    state: State = "connecting"
+    frames_decoded: int = 0  # every frame the decoder produced
+    frames_sampled: int = 0  # frames the sampler let through at its rate (converted to RGB)
+    frames_dropped: int = 0  # sampled frames pushed out of the queue because the consumer was slow
+    reconnects: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
