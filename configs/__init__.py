@@ -151,6 +151,49 @@ class SamplerConfig:
 
 
 @dataclass
+class SourceConfig:
+    """How live sources connect, notice a dead camera, and reconnect (stream/sources)."""
+    rtsp_transport: str = "tcp"  # "tcp" (default: passes NAT and firewalls, no loss) or "udp"
+    open_timeout: float = 5.0  # seconds to connect and read the stream's description
+    read_timeout: float = 5.0  # seconds without data before a connection counts as lost
+    backoff_initial: float = 0.5  # first reconnect delay; doubles per consecutive failure
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.3  # fraction of each delay drawn at random, so cameras that failed together don't retry together
+    max_retries: int | None = None  # consecutive failed reconnects before "failed"; None retries forever
+
+    def __post_init__(self):
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise ConfigError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
+        if not 0.0 <= self.backoff_jitter <= 1.0:
+            raise ConfigError(f"source.backoff_jitter ({self.backoff_jitter}) must lie in [0, 1]")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ConfigError(f"source.max_retries must be >= 0 or null, got {self.max_retries!r}")
+
+
+@dataclass
+class IceServerConfig:
+    urls: str  # "stun:host:port" or "turn:host:port"
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass
+class WhipConfig:
+    """WebRTC ingest over WHIP (RFC 9725)."""
+    ice_servers: list[IceServerConfig] = field(default_factory=list)  # none by default: no public STUN server
+    codecs: list[str] = field(default_factory=lambda: ["VP8", "H264"])
+    max_offer_bytes: int = 65536  # a real offer is a few kB; anything far larger is refused with 413
+    token: str | None = None  # bearer token publishers must present; None accepts any publisher
+
+    def __post_init__(self):
+        _positive(self, "max_offer_bytes")
+        bad = sorted(set(self.codecs) - {"VP8", "H264"})
+        if bad or not self.codecs:
+            raise ConfigError(f"whip.codecs must be a non-empty subset of VP8, H264, got {self.codecs!r}")
+
+
+@dataclass
 class MemoryConfig:
     token_budget: int = 2048
 
@@ -170,6 +213,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: str | None = None  # trained weights: a folder, relative to configs/ or absolute
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    whip: WhipConfig = field(default_factory=WhipConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
