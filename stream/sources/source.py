@@ -68,7 +68,7 @@ class Source:
                 break
             if self.max_retries is not None and self._backoff.failures >= self.max_retries:
                 st.state = "failed"
-                raise SourceFailed(f"{st.spec}: gave up after {self._backoff.failures + 1} failed attempt(s): {st.last_error}")
+                raise SourceFailed(f"{st.spec}: gave up after {self._backoff.failures} retries: {st.last_error}")
             st.state, st.reconnects = "reconnecting", st.reconnects + 1
             await asyncio.sleep(self._retry_delay())
         st.state = "ended"

@@ -1,0 +1,157 @@
+"""The sampler's rate and bounded queue, and the reconnect loop every source shares."""
+import asyncio
+import tracemalloc
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from configs import SamplerConfig, SourceConfig
+from stream.frame import Frame
+from stream.sampler import Sampler
+from stream.sources import Source, SourceError, SourceFailed, open_source
+from stream.sources.backoff import Backoff
+from stream.sources.timeline import Timeline
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def drain(sampler: Sampler) -> list[Frame]:
+    return [f async for f in sampler]
+
+
+async def test_rate_on_stream_time():
+    source = open_source("synth://?fps=10&speed=0&duration=10")
+    async with Sampler(source, SamplerConfig(fps=2)) as sampler:
+        frames = await drain(sampler)
+    assert [f.pts for f in frames] == pytest.approx([i / 2 for i in range(21)])
+    st = source.status
+    assert (st.frames_decoded, st.frames_sampled, st.frames_dropped, st.state) == (101, 21, 0, "ended")
+
+
+async def test_rate_that_does_not_divide_the_source_rate():
+    # 2 fps out of 3 fps: the grid keeps the mean rate (no drift) though the spacing alternates.
+    async with Sampler(open_source("synth://?fps=3&speed=0&duration=30"), SamplerConfig(fps=2)) as sampler:
+        pts = [f.pts for f in await drain(sampler)]
+    assert len(pts) == pytest.approx(61, abs=1)
+    assert set(np.round(np.diff(pts), 3)) <= {0.333, 0.667}
+
+
+async def test_slow_consumer_drops_the_oldest():
+    source = open_source("synth://?fps=20&speed=1000&duration=5")  # live: 101 frames in a few ms
+    async with Sampler(source, SamplerConfig(fps=20, queue_size=4)) as sampler:
+        while source.status.state != "ended":  # the consumer takes nothing until the camera is done
+            await asyncio.sleep(0.01)
+        frames = await drain(sampler)
+    assert [f.pts for f in frames] == pytest.approx([4.85, 4.9, 4.95, 5.0])  # the freshest frames
+    st = source.status
+    assert (st.frames_sampled, st.frames_dropped) == (101, 97)
+
+
+async def test_memory_stays_flat_with_a_stalled_consumer():
+    source = open_source("synth://?fps=30&speed=1000&duration=10&width=256&height=256")
+    frame_bytes = 256 * 256 * 3
+    tracemalloc.start()
+    try:
+        async with Sampler(source, SamplerConfig(fps=30, queue_size=8)) as sampler:
+            while source.status.state != "ended":
+                await asyncio.sleep(0.01)
+            _, peak = tracemalloc.get_traced_memory()
+            assert sampler.qsize() == 8
+    finally:
+        tracemalloc.stop()
+    assert source.status.frames_sampled == 301 and source.status.frames_dropped == 293
+    assert peak < 40 * frame_bytes  # 301 frames would be 59 MB; the queue holds 8, rendering a few more
+
+
+async def test_unpaced_source_waits_for_a_slow_consumer():
+    source = open_source("synth://?fps=4&speed=0&duration=5")
+    async with Sampler(source, SamplerConfig(fps=4, queue_size=2)) as sampler:
+        frames = []
+        async for f in sampler:
+            frames.append(f)
+            await asyncio.sleep(0.01)
+            assert sampler.qsize() <= 2
+    assert len(frames) == 21 and source.status.frames_dropped == 0
+
+
+class Flaky(Source):
+    """Fails `failures` times in a row, then yields `n` frames whose own clock restarts at 0 each session."""
+
+    def __init__(self, failures: int, n: int = 3, cfg: SourceConfig | None = None):
+        super().__init__("flaky://", cfg or SourceConfig(backoff_initial=0.01, backoff_max=0.02))
+        self.failures, self.n, self.sessions = failures, n, 0
+
+    def _read(self, keep) -> Iterator[Frame]:
+        self.sessions += 1
+        if self.sessions <= self.failures:
+            raise SourceError(f"flaky: failure {self.sessions}")
+        for i in range(self.n):
+            pts = self._decoded(i * 0.1, 0.0)
+            if keep(pts):
+                yield Frame(np.zeros((2, 2, 3), np.uint8), pts, 0.0)
+
+
+async def test_reconnects_after_errors_and_clean_ends():
+    source = Flaky(failures=2)
+    frames = []
+    async for f in source.frames():
+        frames.append(f)
+        if len(frames) == 9:  # three sessions' worth: each clean end reconnects too
+            break
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert source.status.reconnects == 4 and source.status.state == "connected"
+    assert source.status.last_error == "stream ended"
+
+
+async def test_gives_up_after_max_retries():
+    source = Flaky(failures=10, cfg=SourceConfig(backoff_initial=0.01, max_retries=3))
+    with pytest.raises(SourceFailed, match="gave up after 3 retries: flaky: failure 4"):
+        async for _ in source.frames():
+            pass
+    assert source.status.state == "failed" and source.sessions == 4 and source.status.reconnects == 3
+
+
+async def test_a_session_that_worked_resets_the_count():
+    # A failed first attempt and a failed retry, then a good session; a disconnect and a failed retry,
+    # then a good session: never more than max_retries=2 failures in a row.
+    source = Flaky(failures=2, cfg=SourceConfig(backoff_initial=0.01, max_retries=2))
+    n = 0
+    async for _ in source.frames():
+        n += 1
+        if n == 3:
+            source.failures = source.sessions + 1
+        if n == 6:
+            break
+    assert source.sessions == 5 and source.status.reconnects == 4
+
+
+async def test_close_wakes_a_waiting_consumer():
+    sampler = Sampler(open_source("synth://?fps=0.1")).start()  # next frame in 10 s
+    assert (await sampler.get()).pts == 0.0
+    waiter = asyncio.create_task(sampler.get())
+    await asyncio.sleep(0.05)
+    await sampler.close()
+    assert await waiter is None and sampler.status.state == "ended"
+
+
+def test_timeline_is_monotonic_across_sessions():
+    tl = Timeline()
+    tl.new_session()
+    assert [tl.stamp(raw, arr) for raw, arr in [(None, 100.0), (5.0, 100.1), (5.1, 100.2)]] == pytest.approx([0, 0.1, 0.2])
+    tl.new_session()  # the camera's clock restarts; 2 s of wall time passed in between
+    assert [tl.stamp(raw, arr) for raw, arr in [(0.0, 102.2), (0.1, 102.3)]] == pytest.approx([2.2, 2.3])
+    assert tl.stamp(0.05, 102.4) > 2.3  # a clock stepping back does not move stream time back
+    tl.new_session()  # a restart with no wall time in between (a looping file) still leaves a frame's gap
+    assert tl.stamp(0.0, 102.4) == pytest.approx(tl.last) and tl.last > 2.3
+
+
+def test_backoff():
+    b = Backoff(0.5, 3.0, 0.0)
+    assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    b.reset()
+    assert b.next() == 0.5
+    jittered = Backoff(1.0, 1.0, 0.3)
+    delays = [jittered.next() for _ in range(200)]
+    assert all(0.7 <= d <= 1.0 for d in delays) and len(set(delays)) > 100

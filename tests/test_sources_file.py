@@ -1,0 +1,108 @@
+"""Files (any container FFmpeg reads) and the synthetic camera as sources."""
+import asyncio
+
+import av
+import numpy as np
+import pytest
+
+from configs import SamplerConfig
+from stream.sampler import Sampler
+from stream.sources import SourceFailed, open_source
+from stream.synth import SynthWorld
+
+pytestmark = pytest.mark.timeout(60)
+
+FPS, SECONDS = 10, 3
+
+
+def write_clip(path, codec: str) -> SynthWorld:
+    """Encode SECONDS of the synthetic camera at FPS; returns the world, the ground truth of every frame."""
+    world = SynthWorld(7, width=64, height=64, noise=0.0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=FPS, options={"crf": "18"} if codec == "libx264" else {"b": "2M"})
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(FPS * SECONDS):
+            frame = av.VideoFrame.from_ndarray(world.frame_at(i / FPS), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return world
+
+
+@pytest.fixture(params=[("clip.mp4", "libx264"), ("clip.webm", "libvpx"), ("clip.mkv", "libx265")])
+def clip(request, tmp_path):
+    name, codec = request.param
+    path = tmp_path / name
+    return path, write_clip(path, codec)
+
+
+async def test_file_frames_match_the_source(clip):
+    path, world = clip
+    source = open_source(str(path))
+    async with Sampler(source, SamplerConfig(fps=2)) as sampler:
+        frames = [f async for f in sampler]
+    assert [f.pts for f in frames] == pytest.approx([i / 2 for i in range(2 * SECONDS)])
+    for f in frames:  # lossy, but RGB in the right order and at the right time
+        err = np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean()
+        assert err < 6, (f.pts, err)
+    st = source.status
+    assert (st.state, st.frames_decoded, st.frames_sampled, st.frames_dropped) == ("ended", FPS * SECONDS, 2 * SECONDS, 0)
+
+
+async def test_loop(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, "libx264")
+    source = open_source(f"file://{path}?loop=1")
+    async with Sampler(source, SamplerConfig(fps=FPS)) as sampler:
+        frames = [await sampler.get() for _ in range(FPS * SECONDS * 2 + 5)]
+    pts = [f.pts for f in frames]
+    assert np.diff(pts) == pytest.approx(1 / FPS)  # the loop's seam is one frame long, like any other
+    assert (frames[0].image == frames[FPS * SECONDS].image).all()
+    assert source.status.reconnects == 2
+
+
+async def test_realtime_pacing(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, "libx264")
+    source = open_source(f"file://{path}?realtime=true")
+    assert source.live
+    async with Sampler(source, SamplerConfig(fps=FPS)) as sampler:
+        frames = [f async for f in sampler]
+    # Paced: a frame is never delivered before its time (a lower bound, so no flakiness on a busy machine).
+    assert frames[-1].arrival - frames[0].arrival >= frames[-1].pts - frames[0].pts - 0.01
+
+
+async def test_missing_and_unreadable_files(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00not a video" * 100)
+    for spec, message in [(str(tmp_path / "nope.mp4"), "No such file"), (str(junk), "junk.mp4: cannot open")]:
+        source = open_source(spec)
+        async with Sampler(source) as sampler:
+            with pytest.raises(SourceFailed, match=message):
+                await sampler.get()
+        assert source.status.state == "failed" and source.status.reconnects == 0
+
+
+async def test_synth_frames_are_the_world():
+    source = open_source("synth://?seed=3&fps=4&speed=0&duration=20&width=96&height=64")
+    world = SynthWorld(3, width=96, height=64)
+    async with Sampler(source, SamplerConfig(fps=1)) as sampler:
+        frames = [f async for f in sampler]
+    assert [f.pts for f in frames] == pytest.approx(list(range(21)))
+    assert all((f.image == world.frame_at(f.pts)).all() for f in frames)
+    assert source.status.frames_decoded == 81  # counted, but only sampled frames were rendered
+
+
+async def test_synth_is_paced_like_a_camera():
+    source = open_source("synth://?fps=4&speed=20")
+    assert source.live
+    async with Sampler(source, SamplerConfig(fps=4)) as sampler:
+        frames = [await asyncio.wait_for(sampler.get(), 10) for _ in range(10)]
+    assert frames[-1].arrival - frames[0].arrival >= (frames[-1].pts - frames[0].pts) / 20 - 0.01
+
+
+@pytest.mark.parametrize("spec", ["synth://?bogus=1", "synth://?seed=-1", "synth://?fps=0", "synth://?width=8",
+                                  "file:///x.mp4?loop=maybe", "nope://x", "whip://cam"])
+def test_bad_specs(spec):
+    with pytest.raises(ValueError):
+        open_source(spec)

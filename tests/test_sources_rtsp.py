@@ -1,0 +1,183 @@
+"""RTSP ingest against a real server (GStreamer's gst-rtsp-server, run by the system python) on 127.0.0.1."""
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configs import SamplerConfig, SourceConfig
+from conftest import need
+from stream.sampler import Sampler
+from stream.sources import SourceFailed, open_source
+
+pytestmark = pytest.mark.timeout(120)
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVER = Path(__file__).with_name("rtsp_server.py")
+# Short timeouts and backoff so that failures show up quickly; nothing here asserts on time.
+FAST = SourceConfig(open_timeout=2.0, read_timeout=2.0, backoff_initial=0.2, backoff_max=1.0)
+
+
+def have_gst_rtsp_server() -> bool:
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    def __init__(self, port: int):
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RtspServer":
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready", "rtsp_server.py did not start"
+        return self
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
+        self.proc.kill()
+        self.proc.wait()
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    s = RtspServer(free_port()).start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture
+def own_server():
+    """A server this test may kill, stop and restart."""
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    s = RtspServer(free_port()).start()
+    yield s
+    s.kill()
+
+
+async def take(sampler: Sampler, n: int) -> list:
+    return [await asyncio.wait_for(sampler.get(), 60) for _ in range(n)]
+
+
+async def wait_until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mount,transport", [("h264", "tcp"), ("h264", "udp"), ("h265", "tcp")])
+async def test_read(server, mount, transport):
+    source = open_source(server.url(mount), FAST, rtsp_transport=transport)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        frames = await take(sampler, 4)
+    assert all(f.image.shape == (240, 320, 3) and f.image.dtype.name == "uint8" for f in frames)
+    pts = [f.pts for f in frames]
+    assert pts == sorted(pts) and len(set(pts)) == 4
+    # 15 fps sampled at 5: about every third frame is converted, the rest only decoded.
+    assert source.status.frames_decoded > source.status.frames_sampled >= 4
+    assert source.status.reconnects == 0 and source.status.last_error is None
+
+
+async def test_server_killed_and_restarted(own_server):
+    source = open_source(own_server.url("h264"), FAST)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        before = await take(sampler, 3)
+        own_server.kill()
+        await wait_until(lambda: source.status.state == "reconnecting")
+        own_server.start()
+        await wait_until(lambda: source.status.state == "connected")
+        while sampler.qsize():  # frames decoded before the kill
+            await sampler.get()
+        after = await take(sampler, 3)
+    assert source.status.reconnects >= 1 and source.status.last_error
+    pts = [f.pts for f in before + after]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+
+
+async def test_stalled_server_times_out_then_reconnects(own_server):
+    """SIGSTOP freezes the server mid-stream: its sockets stay open (the kernel even accepts new
+    connections) but nothing comes back, so only the read and open timeouts can notice."""
+    source = open_source(own_server.url("h264"), FAST)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        await take(sampler, 2)
+        os.kill(own_server.proc.pid, signal.SIGSTOP)
+        await wait_until(lambda: source.status.state == "reconnecting")
+        assert "read timeout" in source.status.last_error
+        await wait_until(lambda: "open timeout" in (source.status.last_error or ""))  # reconnecting into the stall
+        os.kill(own_server.proc.pid, signal.SIGCONT)
+        await wait_until(lambda: source.status.state == "connected")
+        while sampler.qsize():
+            await sampler.get()
+        await take(sampler, 2)
+    assert source.status.reconnects >= 2
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(handle):
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def run_until_failed(spec: str, **overrides) -> str:
+    source = open_source(spec, FAST, max_retries=1, **overrides)
+    async with Sampler(source) as sampler:
+        with pytest.raises(SourceFailed) as e:
+            await asyncio.wait_for(sampler.get(), 60)
+    assert source.status.state == "failed" and source.status.reconnects == 1
+    return str(e.value)
+
+
+async def test_refused_port():
+    assert "Connection refused" in await run_until_failed(f"rtsp://127.0.0.1:{free_port()}/x")
+
+
+async def test_accepting_server_that_never_answers():
+    held = []
+
+    async def hold(reader, writer):
+        held.append(writer)  # keep the connection open and say nothing
+
+    async with tcp_server(hold) as port:
+        assert "open timeout" in await run_until_failed(f"rtsp://127.0.0.1:{port}/x")
+
+
+async def test_non_rtsp_server():
+    async def http(reader, writer):
+        await reader.read(1000)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with tcp_server(http) as port:
+        assert "does not speak RTSP" in await run_until_failed(f"rtsp://127.0.0.1:{port}/x")
+
+
+async def test_password_is_masked():
+    message = await run_until_failed(f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/x")
+    assert "hunter2" not in message and "admin:***@" in message
+
+
+@pytest.mark.parametrize("url", ["rtsp://", "rtsp://127.0.0.1:99999/x", "rtsp://[::1/x", "rtsp://:554/x", "rtps://cam/x"])
+def test_malformed_url(url):
+    with pytest.raises(ValueError, match="malformed|unsupported"):
+        open_source(url)
