@@ -57,12 +57,12 @@ class Scores:
 
 
 def match_boundaries(pred: list[float], true: list[float], tol: float = 1.0) -> int:
-    """Greedy one-to-one matching in time order; returns the true positives."""
-    used, tp = set(), 0
+    """Greedy one-to-one matching, each prediction to the nearest unused true time within `tol`; true positives."""
+    free, tp = list(true), 0
     for t in pred:
-        best = min((abs(t - u), j) for j, u in enumerate(true) if j not in used and abs(t - u) <= tol) if true else None
-        if best:
-            used.add(best[1])
+        near = [u for u in free if abs(t - u) <= tol]
+        if near:
+            free.remove(min(near, key=lambda u: abs(t - u)))
             tp += 1
     return tp
 

@@ -1,0 +1,57 @@
+"""Evaluation's numbers are computed from what the model did, checked here against independent counts."""
+import random
+
+import pytest
+import torch
+
+from configs import load_config
+from models import CubeEncoder, StreamEncoder
+from models.evaluate import evaluate, match_boundaries, stream_world, table
+from models.llm import CubeLLM, build_tokenizer
+from models.train import tokenizer_corpus
+from stream.questions import make_questions
+from stream.synth import SynthWorld
+
+
+def test_match_boundaries_is_one_to_one_within_tolerance():
+    assert match_boundaries([1.0, 1.2, 5.0, 9.9], [1.1, 5.9, 9.0]) == 3
+    assert match_boundaries([1.0, 1.2], [1.1]) == 1  # one true boundary matches once
+    assert match_boundaries([3.0], [1.0]) == 0
+    assert match_boundaries([], [1.0]) == 0 and match_boundaries([1.0], []) == 0
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"llm": {"num_layers": 1}})
+    return cfg, CubeEncoder(cfg).eval(), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg, 4))).eval()
+
+
+def test_evaluate_counts_match_an_independent_replay(setup):
+    cfg, encoder, llm = setup
+    seeds, seconds = [20_001, 20_002], 30.0
+    res = evaluate(cfg, encoder, llm, seeds, seconds, questions=3, methods=("adaptive", "fixed", "uniform"), log=lambda *_: None)
+
+    asked = 0
+    cubes_adaptive, tp, n_pred, n_true = 0, 0, 0, 0
+    for seed in seeds:
+        world = SynthWorld(seed=seed)
+        cubes = stream_world(StreamEncoder(encoder), world, seconds)
+        cubes_adaptive += len(cubes)
+        pred, true = [c.start for c in cubes[1:]], world.boundary_times(0.5, seconds)
+        tp, n_pred, n_true = tp + match_boundaries(pred, true), n_pred + len(pred), n_true + len(true)
+        asked += len(make_questions(world, cubes[-1].end, random.Random(seed), n=3))
+    frames = len(seeds) * int(seconds * 2)
+    K = cfg.resampler.num_queries
+
+    a = res["adaptive"]
+    assert a["questions"] == asked
+    assert a["frames_per_cube"] == pytest.approx(frames / cubes_adaptive)
+    assert a["tokens_per_frame"] == pytest.approx(K * cubes_adaptive / frames)
+    assert a["boundary_precision"] == pytest.approx(tp / n_pred)
+    assert a["boundary_recall"] == pytest.approx(tp / n_true)
+    assert a["compression"] == pytest.approx(encoder.vision.grid**2 / a["tokens_per_frame"])
+    assert res["fixed"]["frames_per_cube"] == pytest.approx(cfg.cubing.target_len)
+    assert res["uniform"]["tokens_per_frame"] == pytest.approx(K / cfg.cubing.target_len)
+    assert 0.0 <= a["qa"] <= 1.0
+    assert "| adaptive |" in table(res)
