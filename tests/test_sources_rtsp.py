@@ -1,14 +1,18 @@
 """RTSP ingest against a real server (GStreamer's gst-rtsp-server, run by the system python) on 127.0.0.1."""
 import asyncio
 import contextlib
+import datetime
 import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from configs import SamplerConfig, SourceConfig
 from conftest import need
@@ -38,12 +42,13 @@ def free_port() -> int:
 
 
 class RtspServer:
-    def __init__(self, port: int):
-        self.port = port
+    def __init__(self, port: int, tls_pem: Path | None = None):
+        self.port, self.tls_pem = port, tls_pem
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RtspServer":
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, text=True)
+        args = [SYSTEM_PYTHON, str(SERVER), str(self.port)] + ([str(self.tls_pem)] if self.tls_pem else [])
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready", "rtsp_server.py did not start"
         return self
 
@@ -53,7 +58,7 @@ class RtspServer:
         self.proc.wait()
 
     def url(self, mount: str) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+        return f"{'rtsps' if self.tls_pem else 'rtsp'}://127.0.0.1:{self.port}/{mount}"
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +76,19 @@ def own_server():
     s = RtspServer(free_port()).start()
     yield s
     s.kill()
+
+
+def self_signed_pem(path: Path) -> Path:
+    """A certificate and its key, as a camera that makes its own would have."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
 
 
 async def take(sampler: Sampler, n: int) -> list:
@@ -93,6 +111,19 @@ async def test_read(server, mount, transport):
     # 15 fps sampled at 5: about every third frame is converted, the rest only decoded.
     assert source.status.frames_decoded > source.status.frames_sampled >= 4
     assert source.status.reconnects == 0 and source.status.last_error is None
+
+
+async def test_read_rtsps(tmp_path):
+    """RTSP over TLS; FFmpeg does not verify the certificate by default, as cameras sign their own."""
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    server = RtspServer(free_port(), self_signed_pem(tmp_path / "camera.pem")).start()
+    try:
+        source = open_source(server.url("h264"), FAST)
+        async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+            frames = await take(sampler, 2)
+        assert frames[0].image.shape == (240, 320, 3) and source.status.spec.startswith("rtsps://")
+    finally:
+        server.kill()
 
 
 async def test_server_killed_and_restarted(own_server):
