@@ -86,6 +86,19 @@ async def test_bad_requests_get_4xx_and_the_server_keeps_serving(whip):
         await good.stop()
 
 
+async def test_removed_stream_refuses_publishers(whip):
+    server, url = whip
+    source = server.source("cam")
+    pub = await Publisher(f"{url}/cam").start()
+    server.remove("cam")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/cam", data="v=0\r\n", headers={"Content-Type": "application/sdp"}) as r:
+            assert r.status == 404
+    assert source.status.state == "ended"
+    assert server.source("cam") is not source  # registering again gives a fresh source
+    await pub.pc.close()
+
+
 async def test_bearer_token():
     server = WhipServer(WhipConfig(token="s3cret"))
     url = await server.serve()
@@ -145,7 +158,7 @@ async def test_chromium_publisher(tmp_path):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     browser = subprocess.Popen(
         [chromium, "--headless=new", "--no-sandbox", "--use-fake-device-for-media-stream",
          "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection", "--disable-gpu",

@@ -6,7 +6,8 @@
 
 A publisher POSTs its SDP offer (Content-Type: application/sdp) to /whip/cam1 and gets 201 with the SDP
 answer and a Location; DELETE on that Location ends the session. Candidates are gathered before answering
-(no trickle ICE). A new POST for a stream replaces its current session: a camera that rebooted must not
+(no trickle ICE). aioice offers no 127.0.0.1 candidate, so a publisher on the same machine reaches the
+server through one of its other addresses (the tests patch aioice to offer loopback instead). A new POST for a stream replaces its current session: a camera that rebooted must not
 wait for the old session's ICE to time out.
 """
 from __future__ import annotations
@@ -69,10 +70,16 @@ class WhipServer:
         self._codecs = [c for c in RTCRtpReceiver.getCapabilities("video").codecs if c.mimeType in mimes]
 
     def source(self, stream_id: str) -> WhipSource:
-        """The source for `stream_id`, registered on first use."""
-        if stream_id not in self.sources:
+        """The source for `stream_id`, registered on first use (and anew once the old one was closed)."""
+        if stream_id not in self.sources or self.sources[stream_id]._closed:
             self.sources[stream_id] = WhipSource(stream_id, self.source_cfg)
         return self.sources[stream_id]
+
+    def remove(self, stream_id: str) -> None:
+        """Unregister a stream and end its session; its publisher's next POST gets 404."""
+        source = self.sources.pop(stream_id, None)
+        if source is not None:
+            source.close()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -89,8 +96,7 @@ class WhipServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        return f"http://{host}:{port}/whip"
+        return f"http://{host}:{self._runner.addresses[0][1]}/whip"
 
     async def close(self) -> None:
         for source in self.sources.values():
