@@ -30,6 +30,8 @@ from stream.questions import SLICES, is_correct, make_questions
 from stream.synth import SynthWorld
 
 FPS = 2.0
+RECALL_AT = (1, 3, 5)  # selection recall@k: the asked event's cube among the k best-scored cited cubes
+RECALL_MIN_AGE = 10.0  # only questions whose evidence ended this long before: the newest cubes are always shown
 METHODS = ("adaptive", "fixed", "uniform", "recent")
 
 
@@ -43,6 +45,7 @@ class Scores:
     frames: int = 0
     cubes: int = 0
     tokens: int = 0
+    cited: list = field(default_factory=list)  # per past-evidence question: rank of the first right citation, or None
 
     def summary(self, patch_tokens: int) -> dict:
         acc = {k: self.right[k] / self.total[k] for k in self.total if self.total[k]}
@@ -53,7 +56,9 @@ class Scores:
                 "questions": self.total["all"], "boundary_precision": p, "boundary_recall": r,
                 "boundary_f1": 2 * p * r / (p + r) if p + r else 0.0,
                 "frames_per_cube": self.frames / max(self.cubes, 1), "tokens_per_frame": per_frame,
-                "compression": patch_tokens / per_frame if per_frame else float("inf")}
+                "compression": patch_tokens / per_frame if per_frame else float("inf"),
+                **{f"recall@{k}": sum(r is not None and r < k for r in self.cited) / len(self.cited) if self.cited else None
+                   for k in RECALL_AT}}
 
 
 def match_boundaries(pred: list[float], true: list[float], tol: float = 1.0) -> int:
@@ -92,6 +97,7 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
         model = CubeEncoder(enc_cfg).eval()  # same weights; only the cubing rule's limits differ
         model.load_state_dict(encoder.state_dict())
         answer_cfg = copy.deepcopy(cfg.answer)
+        answer_cfg.citations = max(RECALL_AT)
         if method == "recent":
             answer_cfg.selection = "recent"
         answerer = Answerer(llm, answer_cfg)
@@ -110,7 +116,10 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
                 scores.n_true += len(true)
             t_now = cubes[-1].end
             for q in make_questions(world, t_now, random.Random(seed), n=questions):
-                ok = is_correct(q, answerer.answer(cubes, q.text).text)
+                ans = answerer.answer(cubes, q.text)
+                ok = is_correct(q, ans.text)
+                if q.evidence_time[1] < t_now - RECALL_MIN_AGE:
+                    scores.cited.append(_citation_rank(ans, q))
                 for key in ("all", q.age_slice, q.kind):
                     scores.right[key] += ok
                     scores.total[key] += 1
@@ -119,13 +128,22 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
     return results
 
 
+def _citation_rank(ans, q, slack: float = 1.0) -> int | None:
+    t0, t1 = q.evidence_time
+    for rank, c in enumerate(ans.citations):
+        if c.start <= t1 + slack and c.end >= t0 - slack:
+            return rank
+    return None
+
+
 def table(results: dict) -> str:
     head = "| method | QA all | " + " | ".join(f"QA {s}" for s in SLICES) + \
-           " | boundary P / R / F1 | frames / cube | tokens / frame | compression |"
+           " | boundary P / R / F1 | recall@1 / @3 / @5 | frames / cube | tokens / frame | compression |"
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     for m, r in results.items():
         sl = " | ".join("-" if r["qa_by_slice"][s] is None else f"{r['qa_by_slice'][s]:.1%}" for s in SLICES)
         bnd = "-" if m == "uniform" else f"{r['boundary_precision']:.2f} / {r['boundary_recall']:.2f} / {r['boundary_f1']:.2f}"
-        rows.append(f"| {m} | {r['qa']:.1%} | {sl} | {bnd} | {r['frames_per_cube']:.2f} | {r['tokens_per_frame']:.3f} | "
+        rec = " / ".join("-" if r[f"recall@{k}"] is None else f"{r[f'recall@{k}']:.2f}" for k in RECALL_AT)
+        rows.append(f"| {m} | {r['qa']:.1%} | {sl} | {bnd} | {rec} | {r['frames_per_cube']:.2f} | {r['tokens_per_frame']:.3f} | "
                     f"{r['compression']:.0f}x |")
     return "\n".join(rows)
