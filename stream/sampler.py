@@ -31,7 +31,7 @@ class Sampler:
         self._changed = asyncio.Condition()
         self._next_due = float("-inf")
         self._done = False
-        self._error: SourceFailed | None = None
+        self._error: Exception | None = None
         self._task: asyncio.Task | None = None
 
     @property
@@ -102,8 +102,10 @@ class Sampler:
                         self._queue.append(frame)
                         st.frames_sampled += 1
                         self._changed.notify_all()
-        except SourceFailed as e:
+        except Exception as e:  # SourceFailed, or a bug: either way the consumer must hear of it, not see an end
             self._error = e
+            if not isinstance(e, SourceFailed):
+                st.state, st.last_error = "failed", repr(e)
         finally:
             self._done = True
             async with self._changed:  # wake a consumer waiting in get()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -54,8 +55,9 @@ class Source:
             self.timeline.new_session()
             self._fresh = True
             try:
-                async for frame in self._session(keep):
-                    yield frame
+                async with contextlib.aclosing(self._session(keep)) as session:  # ends it now when we are closed
+                    async for frame in session:
+                        yield frame
                 if self._closed or not self.restart_on_end:
                     break
                 st.last_error = "stream ended"
