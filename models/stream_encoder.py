@@ -65,7 +65,7 @@ class StreamEncoder:
         s = self._get(stream_id)
         if not s.open_tokens:
             return None
-        (cube,) = self._close([_Closing(stream_id, s, s.open_tokens, s.open_start, s.last_pts, 1.0)])
+        (cube,) = self._close([_Closing(stream_id, s, s.open_tokens, s.open_start, s.last_pts, 1.0, True)])
         s.open_tokens = []
         s.cubing.length = torch.zeros_like(s.cubing.length)
         return cube
@@ -101,7 +101,8 @@ class StreamEncoder:
             s.temporal = [MambaState(conv=st.conv[b * P:(b + 1) * P], ssm=st.ssm[b * P:(b + 1) * P]) for st in temporal]
             s.cubing = CubingState(*(getattr(cubing, f)[b:b + 1] for f in _CUBING_FIELDS))
             if closed[b]:
-                closing.append(_Closing(sid, s, s.open_tokens, s.open_start, s.last_pts, 1.0 if forced[b] else p[b]))
+                closing.append(_Closing(sid, s, s.open_tokens, s.open_start, s.last_pts,
+                                        1.0 if forced[b] else p[b], forced[b]))
                 s.open_tokens = []
             if not s.open_tokens:
                 s.open_start = float(pts)
@@ -116,7 +117,7 @@ class StreamEncoder:
         cubes = []
         for c, tok in zip(closing, tokens):
             cubes.append(Cube(stream_id=c.stream_id, index=c.stream.next_index, start=c.start, end=c.end,
-                              num_frames=len(c.tokens), tokens=tok, score=c.score))
+                              num_frames=len(c.tokens), tokens=tok, score=c.score, forced=c.forced))
             c.stream.next_index += 1
         return cubes
 
@@ -211,3 +212,4 @@ class _Closing:
     start: float
     end: float
     score: float
+    forced: bool

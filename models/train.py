@@ -4,8 +4,9 @@ Each step draws clips (a world seed, an end time), encodes each clip with the pa
 streaming model (the same causal cubing rule that runs live, with annealed Gumbel noise), puts every
 cube in the prompt with its timestamp, and asks questions generated from the world's log about that
 clip. Losses: the answers' cross-entropy; a rate term holding the mean cube length at its target;
-Quicksviewer's 0.001 * mean |z|; and, since the world knows where its events begin, a supervised
-boundary term (weight `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe).
+Quicksviewer's 0.001 * mean |z|; and, since the world knows its truth, two supervised terms: where events
+begin (the boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe) and which
+objects each cube shows (a training-only probe, `train.attribute_weight`).
 
 Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
 """
@@ -27,9 +28,10 @@ from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM, build_tokenizer, time_text
 from stream.questions import Question, is_correct, make_questions
-from stream.synth import SynthWorld
+from stream.synth import COLOURS, SHAPES, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
+ATTRIBUTES = [(c, s) for c in COLOURS for s in SHAPES]
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Clip:
     times: list[float]
     questions: list[Question]
     boundaries: torch.Tensor  # [T] 1.0 where an event begins since the previous frame
+    attributes: torch.Tensor  # [T, A] multi-hot of the (colour, shape) pairs in view at each frame
 
 
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
@@ -60,7 +63,11 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         if 0 < i < n:
             b[i] = 1.0
     frames = torch.as_tensor(np.stack([world.frame_at(t) for t in times]))
-    return Clip(frames=frames, times=times, questions=qs, boundaries=b)
+    attrs = torch.zeros(n, len(ATTRIBUTES))
+    for i, t in enumerate(times):
+        for o in world.objects_at(t):
+            attrs[i, ATTRIBUTES.index((o.colour, o.shape))] = 1.0
+    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs)
 
 
 def clip_cubes(encoder: CubeEncoder, clip: Clip, noise: float):
@@ -80,10 +87,29 @@ def tokenizer_corpus(cfg: Config, n_worlds: int = 60) -> list[str]:
     return texts
 
 
-def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float) -> dict:
-    qa, rate, bnd, zpen = [], [], [], []
+class AttributeProbe(torch.nn.Module):
+    """Training-only head: which (colour, shape) pairs are in view at a cube's last frame, read from its tokens.
+
+    A dense, direct signal that teaches the vision side what the world is made of long before the LLM
+    has learnt to read cubes; it is not part of the shipped model.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head = torch.nn.Linear(dim, len(ATTRIBUTES))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, K, D] -> [N, A] logits
+        return self.head(tokens).amax(dim=1)
+
+
+def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float,
+           probe: AttributeProbe | None = None) -> dict:
+    qa, rate, bnd, zpen, attr = [], [], [], [], []
     for clip in clips:
         out, cubes = clip_cubes(encoder, clip, noise)
+        if probe is not None:
+            last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
+            attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
         prompts = [llm.prompt(cubes, llm.ids(q.text)) for q in clip.questions]
         qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
         z = out.cubing.logits[0, 1:]
@@ -94,6 +120,9 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
     parts = {"qa": mean(qa), "rate": mean(rate), "boundary": mean(bnd), "z": mean(zpen)}
     parts["total"] = (parts["qa"] + cfg.train.rate_weight * parts["rate"] + cfg.train.boundary_weight * parts["boundary"]
                       + 0.001 * parts["z"])
+    if attr:
+        parts["attributes"] = mean(attr)
+        parts["total"] = parts["total"] + cfg.train.attribute_weight * parts["attributes"]
     return parts
 
 
@@ -134,8 +163,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         state = torch.load(state_path, weights_only=False)
     else:
         encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))), None
+    probe = AttributeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None
+    if probe is not None and state and "probe" in state:
+        probe.load_state_dict(state["probe"])
     encoder.train(), llm.train()
-    params = [p for m in (encoder, llm) for p in m.parameters() if p.requires_grad]
+    params = [p for m in (encoder, llm, probe) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     start = 0
@@ -149,6 +181,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     def save(step):
         save_checkpoint(out_dir, encoder, llm)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "probe": probe.state_dict() if probe is not None else None,
                     "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, state_path)
 
     worlds: dict = {}
@@ -157,13 +190,13 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
     for step in bar:
         clips = [sample_clip(cfg, rng, (0, tc.train_seeds), worlds) for _ in range(tc.clips_per_step)]
-        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step))
+        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step), probe)
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        result = {k: float(v) for k, v in parts.items()}
+        result = {k: v.item() for k, v in parts.items()}
         bar.set_postfix({k: f"{v:.3f}" for k, v in result.items()})
         done = step + 1
         out_of_time = (time.monotonic() - began) / 60 > tc.max_minutes

@@ -15,3 +15,4 @@ class Cube:
     num_frames: int
     tokens: torch.Tensor  # [K, D_out] resampled tokens, float32, on CPU
     score: float  # boundary probability when it closed (1.0 when forced by max_len or a flush)
+    forced: bool = False  # closed by max_len or a flush, not by the boundary head: no claim of an event
