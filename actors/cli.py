@@ -7,15 +7,14 @@ import sys
 
 def cmd_clip(args) -> int:
     """Run a synthetic camera clip through the streaming model, frame by frame, printing each cube as it closes."""
-    import torch
 
     from configs import load_config
-    from models import CubeEncoder, StreamEncoder
+    from models import StreamEncoder
+    from models.checkpoint import load_encoder
     from stream.synth import SynthWorld
 
     cfg = load_config(args.config)
-    torch.manual_seed(cfg.seed)
-    encoder = StreamEncoder(CubeEncoder(cfg))
+    encoder = StreamEncoder(load_encoder(cfg))
     world = SynthWorld(seed=args.seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
     encoder.add_stream("synth")
     dt = 1.0 / cfg.sampler.fps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -27,6 +28,14 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
+
+
+def load_encoder(cfg: Config) -> CubeEncoder:
+    """The profile's cube encoder: trained weights when it names a checkpoint, else a fresh seeded one."""
+    if cfg.checkpoint:
+        return load_model(cfg)[0]
+    torch.manual_seed(cfg.seed)
+    return CubeEncoder(cfg).eval()
 
 
 def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder, CubeLLM]:
