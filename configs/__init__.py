@@ -203,6 +203,40 @@ class MemoryConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """The Ray runtime (actors/): placement, recovery, snapshots."""
+    snapshot_dir: str = "~/.cache/cubestream/snapshots"  # per-stream snapshots; shared storage on a cluster
+    encoder_gpus: float = 0.0  # GPUs per encoder actor: > 0 places one encoder per GPU (needs GPU nodes)
+    encoders: int = 1  # encoder actors when encoder_gpus is 0 (one per CPU slot)
+    encoder_cpus: float = 1.0
+    llm_actors: int = 1
+    llm_gpus: float = 0.0
+    max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
+    request_timeout: float = 30.0  # seconds any call across actors may take before the caller gives up
+    health_interval: float = 1.0  # seconds between the controller's checks of its actors
+
+    def __post_init__(self):
+        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "request_timeout", "health_interval")
+        if self.encoder_gpus < 0 or self.llm_gpus < 0:
+            raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
+
+
+@dataclass
+class ServerConfig:
+    """The HTTP gateway. The bearer token comes from here, else $CUBESTREAM_TOKEN, else one is generated."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    max_body_bytes: int = 65536
+    max_question_chars: int = 1000
+
+    def __post_init__(self):
+        _positive(self, "max_body_bytes", "max_question_chars")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"server.port must lie in [0, 65535], got {self.port}")
+
+
+@dataclass
 class Config:
     seed: int = 0
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -217,6 +251,8 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
 
 PROFILES = resources.files(__name__)
