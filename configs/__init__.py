@@ -196,10 +196,16 @@ class WhipConfig:
 
 @dataclass
 class MemoryConfig:
-    token_budget: int = 2048
+    """A stream's rolling memory (stream/memory.py) and its durable files (stream/snapshot.py)."""
+    token_budget: int = 2048  # tokens held per stream; over it, old neighbours merge into coarser entries
+    thumbnail_size: int = 64  # longest side (px) of the JPEG kept per entry
+    thumbnail_quality: int = 75
+    max_thumbnail_bytes: int = 16384
+    compact_every: int = 256  # cubes appended to the log between full snapshots
+    fsync: bool = True  # fsync each log record: survives power loss, not only a crashed process
 
     def __post_init__(self):
-        _positive(self, "token_budget")
+        _positive(self, "token_budget", "thumbnail_size", "thumbnail_quality", "max_thumbnail_bytes", "compact_every")
 
 
 @dataclass
