@@ -120,14 +120,15 @@ class MemoryStore:
     """The files of one stream's memory under `root`. Call `load` first; then `add` (or `append` and
     `compact`) for each closed cube."""
 
-    def __init__(self, root: str | Path, stream_id: str, cfg: MemoryConfig = MemoryConfig(),
+    def __init__(self, root: str | Path, stream_id: str, cfg: MemoryConfig | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES):
         if not isinstance(stream_id, str) or not stream_id:
             raise ValueError(f"store: stream_id must be a non-empty str, got {stream_id!r}")
         name = quote(stream_id, safe="").replace(".", "%2E")  # one safe, reversible folder name per stream id
         if len(name) > 200:
             raise ValueError(f"store: stream_id is too long for a folder name ({len(name)} characters encoded)")
-        self.dir, self.stream_id, self.cfg, self.max_bytes = Path(root) / name, stream_id, cfg, max_bytes
+        self.dir, self.stream_id, self.max_bytes = Path(root) / name, stream_id, max_bytes
+        self.cfg = cfg or MemoryConfig()
         self.gen = 0
         self.pending = 0  # records appended since the last snapshot
         self._log = None
