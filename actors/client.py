@@ -1,0 +1,65 @@
+"""A Python client for the HTTP API (standard library only, so scripts need nothing else).
+
+    client = Client("http://127.0.0.1:8080", token)
+    client.add("cam1", "rtsp://camera/stream1")
+    client.ask("cam1", "what colour is the car that left ?", start=60, end=120)
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+class ClientError(Exception):
+    """The service answered with an error status; `status` is the HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+class Client:
+    def __init__(self, url: str, token: str, timeout: float = 60.0):
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def add(self, stream_id: str, source: str) -> dict:
+        return self._call("POST", "/streams", {"id": stream_id, "source": source})
+
+    def streams(self) -> list[dict]:
+        return self._call("GET", "/streams")
+
+    def stream(self, stream_id: str) -> dict:
+        return self._call("GET", f"/streams/{stream_id}")
+
+    def remove(self, stream_id: str) -> dict:
+        return self._call("DELETE", f"/streams/{stream_id}")
+
+    def timeline(self, stream_id: str) -> list[dict]:
+        return self._call("GET", f"/streams/{stream_id}/timeline")
+
+    def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None) -> dict:
+        body = {"question": question} | {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+        return self._call("POST", f"/streams/{stream_id}/ask", body)
+
+    def metrics(self) -> str:
+        return self._call("GET", "/metrics")
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                raw, ctype = r.read(), r.headers.get_content_type()
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            try:
+                text = json.loads(text)["error"]
+            except (ValueError, KeyError, TypeError):
+                text = text.strip()
+            raise ClientError(e.code, text) from None
+        return json.loads(raw) if ctype == "application/json" else raw.decode()

@@ -1,0 +1,177 @@
+"""The whole system on local Ray: gateway, controller, ingest, encoder and LLM actors, over real HTTP.
+
+One Ray instance and one service for the module (Ray takes seconds to start). Waits poll for a state
+with a generous deadline; nothing asserts on how long anything took.
+"""
+import asyncio
+import json
+import time
+
+import aiohttp
+import msgpack
+import pytest
+import ray
+
+from actors.client import Client, ClientError
+from actors.server import Service
+from configs import load_config
+from conftest import need
+from test_sources_rtsp import RtspServer, free_port, have_gst_rtsp_server
+
+pytestmark = pytest.mark.timeout(300)
+
+SYNTH = "synth://?seed=3&fps=4&speed=2"  # twice real time: cubes form sooner
+
+
+def wait_for(cond, what: str, deadline: float = 90.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if value := cond():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    cfg = load_config(overrides={
+        "runtime": {"snapshot_dir": str(tmp_path_factory.mktemp("snapshots")), "request_timeout": 60.0,
+                    "health_interval": 0.5},
+        "server": {"port": 0},
+    })
+    with Service(cfg, num_cpus=2, token="secret") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    return Client(service.url, service.token)
+
+
+@pytest.fixture(scope="module")
+def synth(client):
+    client.add("synth", SYNTH)
+    wait_for(lambda: len(client.timeline("synth")) >= 3, "three cubes of the synthetic stream")
+    return "synth"
+
+
+def test_synthetic_stream_answers_with_citations(client, synth):
+    answer = client.ask(synth, "what colour is the square ?")
+    assert isinstance(answer["text"], str)
+    assert answer["citations"], "an answer cites the time spans it used"
+    spans = {(c["start"], c["end"]) for c in client.timeline(synth)}
+    assert all((c["start"], c["end"]) in spans for c in answer["citations"])
+    assert answer["cubes_considered"] >= 3 and answer["tokens_used"] > 0
+
+    # a time window narrows what the LLM may read
+    first = client.timeline(synth)[0]
+    windowed = client.ask(synth, "what happened ?", start=first["start"], end=first["end"])
+    assert [(c["start"], c["end"]) for c in windowed["citations"]] == [(first["start"], first["end"])]
+
+    s = client.stream(synth)
+    assert s["source"]["state"] == "connected" and s["encoder_counters"]["frames"] > 0
+    assert [x["id"] for x in client.streams()] == [synth]
+
+
+def test_rtsp_stream_answers_with_citations(client, synth):
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    server = RtspServer(free_port()).start()
+    try:
+        client.add("cam", server.url("h264"))
+        wait_for(lambda: len(client.timeline("cam")) >= 2, "two cubes of the RTSP stream")
+        answer = client.ask("cam", "what is in view ?")
+        assert answer["citations"]
+        assert client.stream("cam")["source"]["state"] == "connected"
+    finally:
+        server.kill()
+        client.remove("cam")
+    assert [x["id"] for x in client.streams()] == [synth]
+
+
+def test_token_is_required_except_for_health(service, client):
+    for token in ("", "wrong"):
+        with pytest.raises(ClientError) as e:
+            Client(service.url, token).streams()
+        assert e.value.status == 401
+    assert Client(service.url, "").health() == {"ok": True}
+    assert isinstance(client.streams(), list)
+
+
+async def test_malformed_requests_are_4xx_and_the_service_stays_up(service, synth):
+    auth = {"Authorization": f"Bearer {service.token}"}
+    ask = f"{service.url}/streams/{synth}/ask"
+    cases = [
+        ("POST", f"{service.url}/streams", b"{not json", 400),
+        ("POST", f"{service.url}/streams", b"[1, 2]", 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": "x"}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": 5, "source": "synth://"}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": "../etc", "source": "synth://"}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": "x", "source": "gopher://cam"}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": "x", "source": "synth://?seed=abc"}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": synth, "source": SYNTH}).encode(), 409),
+        ("POST", f"{service.url}/streams", b"x" * (service.cfg.server.max_body_bytes + 1), 413),
+        ("POST", ask, json.dumps({"question": ""}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "word " * 500}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "start": "yesterday"}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "extra": 1}).encode(), 400),
+        ("POST", f"{service.url}/streams/nope/ask", json.dumps({"question": "why ?"}).encode(), 404),
+        ("GET", f"{service.url}/streams/nope", None, 404),
+        ("DELETE", f"{service.url}/streams/nope", None, 404),
+        ("GET", f"{service.url}/streams/nope/timeline", None, 404),
+        ("GET", f"{service.url}/nowhere", None, 404),
+        ("PUT", f"{service.url}/streams", b"{}", 405),
+    ]
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for method, url, body, status in cases:
+            async with http.request(method, url, data=body, headers={"Content-Type": "application/json"}) as r:
+                assert r.status == status, (method, url, body[:40] if body else None, await r.text())
+        # a msgpack body that is not msgpack
+        async with http.post(ask, data=b"\xc1\xc1", headers={"Content-Type": "application/msgpack"}) as r:
+            assert r.status == 400
+        # msgpack both ways
+        async with http.post(ask, data=msgpack.packb({"question": "what moved ?"}),
+                             headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"}) as r:
+            assert r.status == 200 and r.content_type == "application/msgpack"
+            assert msgpack.unpackb(await r.read())["citations"]
+        async with http.get(f"{service.url}/streams/{synth}/timeline") as r:
+            assert r.status == 200 and len(await r.json()) >= 3
+    assert Client(service.url, service.token).stream(synth)["source"]["state"] == "connected"
+
+
+async def test_100_concurrent_queries_are_all_answered(service, synth):
+    auth = {"Authorization": f"Bearer {service.token}"}
+    async with aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=240)) as http:
+        async def one(i):
+            async with http.post(f"{service.url}/streams/{synth}/ask", json={"question": f"what colour is object {i % 7} ?"}) as r:
+                return r.status, await r.json()
+
+        results = await asyncio.gather(*(one(i) for i in range(100)))
+    assert [s for s, _ in results] == [200] * 100
+    assert all(body["citations"] for _, body in results)
+
+
+def test_metrics_in_prometheus_text_format(client, synth):
+    text = client.metrics()
+    assert "# TYPE cubestream_cubes_total counter" in text
+    assert f'cubestream_frames_encoded_total{{stream="{synth}"}}' in text
+    assert 'cubestream_http_requests_total{route="/streams/{id}/ask",status="200"}' in text
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert all(len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0 for line in samples)
+
+
+def test_encoder_killed_recovers_without_losing_a_closed_cube(service, client, synth):
+    before = client.timeline(synth)
+    encoder = ray.get(service.controller.encoder_of.remote(synth))
+    ray.kill(encoder, no_restart=False)  # the process dies; Ray restarts the actor
+    after = wait_for(lambda: (t := _timeline_or_none(client, synth)) and len(t) > len(before) + 2 and t,
+                     "new cubes after the restart")
+    assert after[:len(before)] == before, "every cube closed before the kill is still there"
+    assert [c["index"] for c in after] == list(range(len(after)))
+    assert client.stream(synth)["encoder_counters"]["restored_cubes"] >= len(before)
+
+
+def _timeline_or_none(client, sid):
+    try:
+        return client.timeline(sid)
+    except ClientError:  # 503/504 while the actor restarts
+        return None
