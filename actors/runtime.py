@@ -88,9 +88,11 @@ class EncoderActor:
         await self._call(self.worker.remove_stream, stream_id, forget)
 
     async def timeline(self, stream_id: str) -> list[dict]:
+        await self.attach(stream_id)  # restarted since: restore before reading (the controller knows it is ours)
         return await self._call(self.worker.timeline, stream_id)
 
     async def window(self, stream_id: str, start: float | None, end: float | None) -> list:
+        await self.attach(stream_id)
         return [(c.start, c.end, c.tokens) for c in await self._call(self.worker.window, stream_id, start, end)]
 
     async def counters(self) -> dict:
@@ -308,8 +310,12 @@ class Controller:
                 await self._check()
 
     async def _check(self) -> None:
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         for i, e in enumerate(self.encoders):
             if i in self.dead:
+                continue
+            if self.cfg.runtime.encoder_gpus > 0 and self.encoder_nodes[i] not in alive:
+                self.dead.add(i)  # pinned to that node: Ray cannot bring it back anywhere else
                 continue
             try:
                 await self._bounded(e.ping.remote(), timeout=self.cfg.runtime.health_interval * 5)
@@ -321,6 +327,8 @@ class Controller:
             if s.encoder in self.dead:
                 s.encoder = self._least_loaded()
                 self.moves += 1
+                with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
+                    await self._bounded(self.encoders[s.encoder].attach.remote(sid))
             with contextlib.suppress(Exception):  # a restarted ingest starts here, a moved one retargets
                 await self._bounded(s.ingest.run.remote(self.encoders[s.encoder]), timeout=self.cfg.runtime.health_interval * 5)
 
@@ -346,6 +354,8 @@ class Controller:
 
 def start_controller(cfg: Config, name: str = CONTROLLER):
     """Create the controller (named, detached from nothing: it lives as long as the driver) and wait for it."""
-    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000).remote(cfg)
+    # on the driver's node: the controller must not go down with a worker node
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000, scheduling_strategy=here).remote(cfg)
     ray.get(controller.ready.remote(), timeout=max(120.0, cfg.runtime.request_timeout))
     return controller

@@ -1,0 +1,87 @@
+"""The runtime on a multi-node `ray.cluster_utils.Cluster` with logical GPUs, all on this machine.
+
+A head node (CPU only) and two GPU nodes; snapshots in a folder all nodes share. No timed assertions:
+waits poll for a state with a generous deadline.
+"""
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from actors.runtime import start_controller
+from configs import load_config
+
+pytestmark = pytest.mark.timeout(300)
+
+SYNTH = "synth://?seed={}&fps=4&speed=2"
+
+
+def wait_for(cond, what: str, deadline: float = 120.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            if value := cond():
+                return value
+        except Exception:  # an actor restarting or moving: ask again
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    gpu_nodes = [c.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    ray.init(address=c.address, log_to_driver=False)
+    cfg = load_config(overrides={"runtime": {
+        "snapshot_dir": str(tmp_path_factory.mktemp("shared-snapshots")), "encoder_gpus": 1.0,
+        "request_timeout": 20.0, "health_interval": 0.5}})
+    controller = start_controller(cfg)
+    yield c, gpu_nodes, controller
+    ray.kill(controller)
+    ray.shutdown()
+    c.shutdown()
+
+
+def timeline(controller, sid):
+    return ray.get(controller.timeline.remote(sid), timeout=30)
+
+
+def test_one_encoder_per_gpu_node_and_streams_spread(cluster):
+    c, gpu_nodes, controller = cluster
+    placement = ray.get(controller.placement.remote())
+    assert sorted(placement["encoder_nodes"]) == sorted(n.node_id for n in gpu_nodes)
+    for i in range(4):
+        ray.get(controller.add_stream.remote(f"s{i}", SYNTH.format(i)))
+    placement = ray.get(controller.placement.remote())
+    assert sorted(placement["streams"].values()) == [0, 0, 1, 1]
+    for i in range(4):
+        wait_for(lambda: len(timeline(controller, f"s{i}")) >= 2, f"cubes of s{i}")
+
+
+def test_node_removed_under_load_streams_continue_from_snapshots(cluster):
+    c, gpu_nodes, controller = cluster
+    placement = ray.get(controller.placement.remote())
+    lost = 0
+    moved = sorted(sid for sid, e in placement["streams"].items() if e == lost)
+    before = {sid: timeline(controller, sid) for sid in moved}
+    node = next(n for n in gpu_nodes if n.node_id == placement["encoder_nodes"][lost])
+    c.remove_node(node)
+    wait_for(lambda: all(e != lost for e in ray.get(controller.placement.remote())["streams"].values()), "the move")
+    for sid in moved:
+        after = wait_for(lambda: (t := timeline(controller, sid)) and len(t) > len(before[sid]) + 2 and t,
+                         f"new cubes of {sid} on the other node")
+        assert after[:len(before[sid])] == before[sid], f"{sid}: a closed cube was lost in the move"
+        assert [x["index"] for x in after] == list(range(len(after)))
+
+
+def test_encoder_process_killed_recovers_without_losing_a_closed_cube(cluster):
+    c, gpu_nodes, controller = cluster
+    sid = "s1"
+    before = timeline(controller, sid)
+    ray.kill(ray.get(controller.encoder_of.remote(sid)), no_restart=False)
+    after = wait_for(lambda: (t := timeline(controller, sid)) and len(t) > len(before) + 2 and t,
+                     "new cubes after the restart")
+    assert after[:len(before)] == before
+    assert [x["index"] for x in after] == list(range(len(after)))
