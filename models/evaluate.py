@@ -1,7 +1,7 @@
 """`cubestream eval`: the streaming model on held-out synthetic worlds, longer than any clip trained on.
 
 Each world is streamed frame by frame through `StreamEncoder` (the live path, not the training form),
-the closed cubes are kept, and questions generated from the world's log are asked at the stream's end
+the closed cubes go into a `RollingMemory` under the profile's token budget, and questions generated from the world's log are asked at the stream's end
 through the `Answerer`. Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
 against the true event times (1 s tolerance), mean frames per cube, tokens kept per frame and the
 compression against the vision tower's per-frame patch tokens. Boundaries are the head's own decisions:
@@ -27,6 +27,7 @@ from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
 from models.stream_encoder import StreamEncoder
 from stream.cube import Cube
+from stream.memory import RollingMemory
 from stream.questions import KINDS, SLICES, is_correct, make_questions
 from stream.synth import SynthWorld
 
@@ -117,9 +118,12 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
                 scores.tp += match_boundaries(pred, true)
                 scores.n_pred += len(pred)
                 scores.n_true += len(true)
+            memory = RollingMemory("eval", cfg.memory.token_budget)  # as live: bounded, old cubes merged
+            for c in cubes:
+                memory.add(c)
             t_now = cubes[-1].end
             for q in make_questions(world, t_now, random.Random(seed), n=questions):
-                ans = answerer.answer(cubes, q.text)
+                ans = answerer.answer(memory.entries(), q.text)
                 ok = is_correct(q, ans.text)
                 if q.evidence_time[1] < t_now - RECALL_MIN_AGE:
                     scores.cited.append(_citation_rank(ans, q))
