@@ -7,7 +7,6 @@ import sys
 
 def cmd_clip(args) -> int:
     """Run a synthetic camera clip through the streaming model, frame by frame, printing each cube as it closes."""
-
     from configs import load_config
     from models import StreamEncoder
     from models.checkpoint import load_encoder
@@ -67,6 +66,117 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until Ctrl-C."""
+    import signal
+    import threading
+
+    from actors.server import Service
+    from configs import load_config
+
+    overrides = {"server": {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}}
+    cfg = load_config(args.config, overrides=overrides)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Service(cfg, address=args.address) as svc:
+        print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_add(args) -> int:
+    s = _client(args).add(args.id, args.source)
+    print(f"added {s['id']}: {s['spec']} (encoder {s['encoder']})")
+    return 0
+
+
+def cmd_streams(args) -> int:
+    print(f"{'id':16} {'state':12} {'sampled':>8} {'dropped':>8} {'encoded':>8} {'cubes':>6}  source")
+    for s in _client(args).streams():
+        src, enc = s["source"], s["encoder_counters"]
+        print(f"{s['id']:16} {src.get('state', '?'):12} {src.get('frames_sampled', 0):>8} {src.get('frames_dropped', 0):>8} "
+              f"{enc.get('frames', 0):>8} {enc.get('cubes', 0):>6}  {s['spec']}")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    a = _client(args).ask(args.id, args.question, args.start, args.end)
+    print(a["text"])
+    for c in a["citations"]:
+        print(f"  cited t={c['start']:.1f}-{c['end']:.1f}s (score {c['score']:.3f})")
+    return 0
+
+
+def _client(args):
+    import os
+
+    from actors.client import Client
+
+    token = args.token or os.environ.get("CUBESTREAM_TOKEN")
+    if not token:
+        raise SystemExit("cubestream: no token: pass --token or set CUBESTREAM_TOKEN (serve prints it)")
+    return Client(args.url or os.environ.get("CUBESTREAM_URL", "http://127.0.0.1:8080"), token)
+
+
+def cmd_demo(args) -> int:
+    """The main job: the runtime on embedded local Ray, a live synthetic camera, its cube timeline as it
+    forms, then questions answered with cited times beside the ground truth."""
+    import time
+
+    from actors.client import Client
+    from actors.server import Service
+    from configs import load_config
+    from stream.questions import make_questions
+    from stream.synth import SynthWorld
+
+    cfg = load_config(args.config, overrides={"server": {"port": 0}})
+    if args.snapshots:
+        cfg.runtime.snapshot_dir = args.snapshots
+    else:
+        import tempfile
+
+        cfg.runtime.snapshot_dir = tempfile.mkdtemp(prefix="cubestream-demo-")
+    size = cfg.vision.image_size
+    spec = f"synth://?seed={args.seed}&fps={2 * cfg.sampler.fps:g}&speed={args.speed:g}&width={size}&height={size}"
+    world = SynthWorld(seed=args.seed, width=size, height=size)
+    dt = 1.0 / cfg.sampler.fps
+    print(f"starting the runtime on local Ray (profile {args.config!r}) ...", flush=True)
+    with Service(cfg) as svc:
+        client = Client(svc.url, svc.token)
+        client.add("camera", spec)
+        print(f"gateway {svc.url}; live camera {spec}, {args.seconds:g} s of stream at {args.speed:g}x real time\n")
+        print(f"{'cube':>5} {'start s':>8} {'end s':>8} {'frames':>6} {'score':>6}   true events in the span")
+        shown, t_now = 0, 0.0
+        while t_now < args.seconds:
+            time.sleep(0.5)
+            timeline = client.timeline("camera")
+            for c in timeline[shown:]:
+                _print_cube_row(c, world, dt)
+            shown = len(timeline)
+            t_now = timeline[-1]["end"] if timeline else 0.0
+            print(f"  [{min(t_now, args.seconds):6.1f} / {args.seconds:g} s]", end="\r", flush=True)
+        print()
+        s = client.stream("camera")
+        print(f"\n{s['encoder_counters']['frames']} frames encoded into {len(timeline)} cubes; "
+              f"frame to memory p50 {1000 * (s['latency_p50'] or 0):.0f} ms, p95 {1000 * (s['latency_p95'] or 0):.0f} ms\n")
+        for q in make_questions(world, t_now, rng=args.seed, n=args.questions, max_age=t_now):
+            a = client.ask("camera", q.text)
+            cited = ", ".join(f"{c['start']:.1f}-{c['end']:.1f}s" for c in a["citations"])
+            print(f"Q: {q.text}\n   answer: {a['text']!r}   cited: {cited}\n"
+                  f"   truth:  {q.answer!r} seen at {q.evidence_time[0]:.1f}-{q.evidence_time[1]:.1f}s "
+                  f"({1000 * a['latency_s']:.0f} ms)")
+    print("\ndone.")
+    return 0
+
+
+def _print_cube_row(c: dict, world, dt: float) -> None:
+    events = ", ".join(f"{e.kind} {e.colour} {e.shape} @{e.t:.1f}" for e in world.events_between(c["start"], c["end"] + dt))
+    print(f"\r{c['index']:>5} {c['start']:>8.1f} {c['end']:>8.1f} {c['num_frames']:>6} {c['score']:>6.2f}   {events}")
+
+
 def _print_cube(c, world, dt) -> None:
     events = ", ".join(f"{e.kind} {e.colour} {e.shape} @{e.t:.1f}" for e in world.events_between(c.start, c.end + dt))
     print(f"{c.index:>5} {c.start:>8.1f} {c.end:>8.1f} {c.num_frames:>6} {c.score:>6.2f}  {tuple(c.tokens.shape)!s:8} {events}")
@@ -75,13 +185,39 @@ def _print_cube(c, world, dt) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cubestream", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    for name, help_ in (("demo", "the main job (for now: a synthetic clip through the model)"),
-                        ("clip", "a synthetic clip through the model, printing its cubes")):
+    p = sub.add_parser("demo", help="the main job: the runtime on local Ray with a live synthetic camera, then questions")
+    p.add_argument("--config", default="default", help="profile name in configs/ or a YAML path")
+    p.add_argument("--seconds", type=float, default=90.0, help="stream seconds to watch before asking")
+    p.add_argument("--speed", type=float, default=2.0, help="the camera's pace, times real time")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--questions", type=int, default=6)
+    p.add_argument("--snapshots", help="snapshot folder (default: a fresh temporary one)")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("clip", help="a synthetic clip through the model (no runtime), printing its cubes")
+    p.add_argument("--config", default="default", help="profile name in configs/ or a YAML path")
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_clip)
+    p = sub.add_parser("serve", help="run the runtime and its HTTP API (embedded local Ray, or --address)")
+    p.add_argument("--config", default="default")
+    p.add_argument("--address", help="join this Ray cluster (e.g. auto) instead of starting a local one")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+    for name, fn, help_ in (("add", cmd_add, "add a stream"), ("streams", cmd_streams, "list streams"),
+                            ("ask", cmd_ask, "ask a question of a stream")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", default="default", help="profile name in configs/ or a YAML path")
-        p.add_argument("--seconds", type=float, default=60.0)
-        p.add_argument("--seed", type=int, default=0)
-        p.set_defaults(func=cmd_clip)
+        p.add_argument("--url", help="the gateway (default $CUBESTREAM_URL or http://127.0.0.1:8080)")
+        p.add_argument("--token", help="bearer token (default $CUBESTREAM_TOKEN)")
+        if name in ("add", "ask"):
+            p.add_argument("id")
+        if name == "add":
+            p.add_argument("source", help="rtsp://..., rtsps://..., a file path, synth://?seed=N")
+        if name == "ask":
+            p.add_argument("question")
+            p.add_argument("--start", type=float, help="only cubes after this stream time (s)")
+            p.add_argument("--end", type=float, help="only cubes before this stream time (s)")
+        p.set_defaults(func=fn)
     p = sub.add_parser("train", help="train a profile end to end on the synthetic world")
     p.add_argument("--config", default="default")
     p.add_argument("--out", required=True, help="checkpoint folder (written every train.save_every steps)")

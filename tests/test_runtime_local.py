@@ -175,3 +175,16 @@ def _timeline_or_none(client, sid):
         return client.timeline(sid)
     except ClientError:  # 503/504 while the actor restarts
         return None
+
+
+def test_cli_add_streams_ask(service, synth, capsys):
+    from actors.cli import main
+
+    common = ["--url", service.url, "--token", service.token]
+    assert main(["add", *common, "cli", "synth://?seed=5&fps=4&speed=2"]) == 0
+    assert main(["streams", *common]) == 0
+    out = capsys.readouterr().out
+    assert "added cli" in out and "synth://?seed=5" in out
+    assert main(["ask", *common, synth, "what colour is the square ?"]) == 0
+    assert "cited t=" in capsys.readouterr().out
+    Client(service.url, service.token).remove("cli")
