@@ -152,8 +152,9 @@ class StreamEncoder:
                 raise StreamInputError(sid, f"a timestamp is a finite number of seconds, got {pts!r}")
             if pts <= s.last_pts:
                 raise StreamInputError(sid, f"timestamp {pts} does not follow the previous one ({s.last_pts})")
-            out.append(torch.as_tensor(np.ascontiguousarray(frame) if isinstance(frame, np.ndarray) else frame,
-                                       device=self.device))
+            if isinstance(frame, np.ndarray):  # frames from Ray's object store are read-only views: copy those
+                frame = np.ascontiguousarray(frame) if frame.flags.writeable else np.array(frame)
+            out.append(torch.as_tensor(frame, device=self.device))
         return out
 
     # -- state --------------------------------------------------------------------------------------
