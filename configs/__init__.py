@@ -220,9 +220,11 @@ class RuntimeConfig:
     max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
     request_timeout: float = 30.0  # seconds any call across actors may take before the caller gives up
     health_interval: float = 1.0  # seconds between the controller's checks of its actors
+    state_every: int = 1  # closed cubes between saves of a stream's encoder state (also saved at each compaction)
 
     def __post_init__(self):
-        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "request_timeout", "health_interval")
+        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "request_timeout", "health_interval",
+                  "state_every")
         if self.encoder_gpus < 0 or self.llm_gpus < 0:
             raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
 
