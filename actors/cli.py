@@ -148,19 +148,20 @@ def cmd_demo(args) -> int:
         client = Client(svc.url, svc.token)
         client.add("camera", spec)
         print(f"gateway {svc.url}; live camera {spec}, {args.seconds:g} s of stream at {args.speed:g}x real time\n")
-        print(f"{'cube':>5} {'start s':>8} {'end s':>8} {'frames':>6} {'score':>6}   true events in the span")
-        shown, t_now = 0, 0.0
+        print(f"{'entry':>5} {'start s':>8} {'end s':>8} {'frames':>6} {'level':>5}   true events in the span")
+        shown, t_now = -1, 0.0  # the newest entry id printed: a merge of old entries prints as a new row
         while t_now < args.seconds:
             time.sleep(0.5)
             timeline = client.timeline("camera")
-            for c in timeline[shown:]:
-                _print_cube_row(c, world, dt)
-            shown = len(timeline)
+            for c in timeline:
+                if c["id"] > shown:
+                    _print_cube_row(c, world, dt)
+            shown = max([shown] + [c["id"] for c in timeline])
             t_now = timeline[-1]["end"] if timeline else 0.0
             print(f"  [{min(t_now, args.seconds):6.1f} / {args.seconds:g} s]", end="\r", flush=True)
         print()
         s = client.stream("camera")
-        print(f"\n{s['encoder_counters']['frames']} frames encoded into {len(timeline)} cubes; "
+        print(f"\n{s['encoder_counters']['frames']} frames encoded into {s['encoder_counters']['cubes']} cubes; "
               f"frame to memory p50 {1000 * (s['latency_p50'] or 0):.0f} ms, p95 {1000 * (s['latency_p95'] or 0):.0f} ms\n")
         for q in make_questions(world, t_now, rng=args.seed, n=args.questions, max_age=t_now):
             a = client.ask("camera", q.text)
@@ -174,7 +175,7 @@ def cmd_demo(args) -> int:
 
 def _print_cube_row(c: dict, world, dt: float) -> None:
     events = ", ".join(f"{e.kind} {e.colour} {e.shape} @{e.t:.1f}" for e in world.events_between(c["start"], c["end"] + dt))
-    print(f"\r{c['index']:>5} {c['start']:>8.1f} {c['end']:>8.1f} {c['num_frames']:>6} {c['score']:>6.2f}   {events}")
+    print(f"\r{c['id']:>5} {c['start']:>8.1f} {c['end']:>8.1f} {c['num_frames']:>6} {c['level']:>5}   {events}")
 
 
 def _print_cube(c, world, dt) -> None:

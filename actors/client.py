@@ -41,6 +41,10 @@ class Client:
     def timeline(self, stream_id: str) -> list[dict]:
         return self._call("GET", f"/streams/{stream_id}/timeline")
 
+    def thumbnail(self, stream_id: str, entry_id: int) -> bytes:
+        """The JPEG of a timeline entry."""
+        return self._call("GET", f"/streams/{stream_id}/thumbnails/{entry_id}")
+
     def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None) -> dict:
         body = {"question": question} | {k: v for k, v in (("start", start), ("end", end)) if v is not None}
         return self._call("POST", f"/streams/{stream_id}/ask", body)
@@ -62,4 +66,6 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 text = text.strip()
             raise ClientError(e.code, text) from None
-        return json.loads(raw) if ctype == "application/json" else raw.decode()
+        if ctype == "application/json":
+            return json.loads(raw)
+        return raw.decode() if ctype.startswith("text/") else raw

@@ -6,41 +6,55 @@
     POST   /streams                        {"id": "cam1", "source": "rtsp://..."} -> 201
     GET    /streams/{id}                   one stream
     DELETE /streams/{id}
-    GET    /streams/{id}/timeline          its closed cubes (index, start, end, num_frames, score)
+    GET    /streams/{id}/timeline          its memory: entries (id, level, start, end, num_frames, cubes, thumbnail)
+    GET    /streams/{id}/thumbnails/{n}    entry n's JPEG
     POST   /streams/{id}/ask               {"question": "...", "start": s, "end": s} (the window is optional)
+    POST   /whip/{name}                    WHIP (RFC 9725): a publisher's SDP offer, for a stream added as whip://name
+    DELETE /whip/{name}/{session}          WHIP: the publisher leaves
 
-Every route but /health wants `Authorization: Bearer <token>`. Bodies are JSON, or msgpack with
+Every route but /health wants `Authorization: Bearer <token>`; WHIP publishers present `whip.token` if the
+profile sets one, else this token. A whip:// stream's publisher reaches this process, so its ingest (the
+same Ingest an ingest actor runs) runs here and pushes to the stream's encoder actor. Bodies are JSON, or msgpack with
 Content-Type: application/msgpack; answers are JSON, or msgpack with Accept: application/msgpack.
 A bad request is a 4xx that says what is wrong; an actor that does not answer in time is a 504.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from ray.exceptions import RayActorError
 
-from actors.runtime import RequestError
-from configs import ServerConfig
+from actors.ingest import Ingest
+from actors.runtime import RequestError, _Remote
+from configs import Config
 from stream.codec import CodecError, packb, unpackb
+from stream.sources import WhipServer, open_source
 
 MSGPACK = "application/msgpack"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Gateway:
-    def __init__(self, controller, cfg: ServerConfig, token: str, timeout: float):
-        self.controller, self.cfg, self.token, self.timeout = controller, cfg, token, timeout
+    def __init__(self, controller, cfg: Config, token: str):
+        self.controller, self.cfg, self.token = controller, cfg, token
+        self.timeout = cfg.runtime.request_timeout
+        self.whip = WhipServer(dataclasses.replace(cfg.whip, token=cfg.whip.token or token), cfg.source)
+        self.whip_streams: dict[str, tuple[str, Ingest]] = {}  # stream id -> (WHIP name, its ingest here)
         self.requests: Counter[tuple[str, int]] = Counter()
         self.ask_latency = [0] * (len(LATENCY_BUCKETS) + 1)  # cumulative at exposition
         self.ask_sum = 0.0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.max_body_bytes, middlewares=[self._errors, self._auth])
+        app = web.Application(client_max_size=self.cfg.server.max_body_bytes, middlewares=[self._errors, self._auth])
+        app.add_subapp("/whip", self.whip.app())
+        app.on_cleanup.append(lambda _: self.close())
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/streams", self.list_streams)
@@ -48,6 +62,7 @@ class Gateway:
         app.router.add_get("/streams/{id}", self.get_stream)
         app.router.add_delete("/streams/{id}", self.remove_stream)
         app.router.add_get("/streams/{id}/timeline", self.timeline)
+        app.router.add_get(r"/streams/{id}/thumbnails/{entry:\d{1,18}}", self.thumbnail)
         app.router.add_post("/streams/{id}/ask", self.ask)
         return app
 
@@ -57,27 +72,70 @@ class Gateway:
         return web.json_response({"ok": True})
 
     async def list_streams(self, request):
-        return _reply(request, await self._call(self.controller.list_streams.remote()))
+        return _reply(request, [self._local(s) for s in await self._call(self.controller.list_streams.remote())])
 
     async def add_stream(self, request):
         body = await _body(request, {"id": str, "source": str})
-        result = await self._call(self.controller.add_stream.remote(body["id"], body["source"]))
-        return _reply(request, result, status=201)
+        if urlsplit(body["source"]).scheme == "whip":
+            result = await self._add_whip(body["id"], body["source"])
+        else:
+            result = await self._call(self.controller.add_stream.remote(body["id"], body["source"]))
+        return _reply(request, self._local(result), status=201)
+
+    async def _add_whip(self, stream_id: str, spec: str) -> dict:
+        name = urlsplit(spec).netloc
+        if name in self.whip.sources:  # one publisher feeds one stream
+            raise RequestError(f"{spec} is the source of another stream", status=409)
+        try:
+            source = open_source(spec, self.cfg.source, whip=self.whip)  # registers the name
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        try:
+            result = await self._call(self.controller.add_stream.remote(stream_id, spec, False))
+        except BaseException:
+            self.whip.remove(name)
+            raise
+        ingest = Ingest(stream_id, spec, self.cfg, source=source)
+        ingest.retarget(_Remote(None, self.timeout, self.controller))
+        ingest.start()
+        self.whip_streams[stream_id] = (name, ingest)
+        return result
 
     async def get_stream(self, request):
-        return _reply(request, await self._call(self.controller.stream.remote(request.match_info["id"])))
+        return _reply(request, self._local(await self._call(self.controller.stream.remote(request.match_info["id"]))))
 
     async def remove_stream(self, request):
-        await self._call(self.controller.remove_stream.remote(request.match_info["id"]))
-        return _reply(request, {"removed": request.match_info["id"]})
+        stream_id = request.match_info["id"]
+        await self._call(self.controller.remove_stream.remote(stream_id))
+        await self._close_whip(stream_id)
+        return _reply(request, {"removed": stream_id})
+
+    async def _close_whip(self, stream_id: str) -> None:
+        if (whip := self.whip_streams.pop(stream_id, None)) is not None:
+            await whip[1].close()
+            self.whip.remove(whip[0])
+
+    async def close(self) -> None:
+        """Stop the ingests that run here (the runtime keeps the streams' memories)."""
+        for stream_id in list(self.whip_streams):
+            await self._close_whip(stream_id)
+
+    def _local(self, stream: dict) -> dict:
+        """A stream's status, with its source's as seen here if its ingest runs here."""
+        whip = self.whip_streams.get(stream["id"])
+        return stream if whip is None else stream | {"source": whip[1].status()}
 
     async def timeline(self, request):
         return _reply(request, await self._call(self.controller.timeline.remote(request.match_info["id"])))
 
+    async def thumbnail(self, request):
+        jpeg = await self._call(self.controller.thumbnail.remote(request.match_info["id"], int(request.match_info["entry"])))
+        return web.Response(body=jpeg, content_type="image/jpeg")
+
     async def ask(self, request):
         body = await _body(request, {"question": str}, {"start": (int, float), "end": (int, float)})
-        if len(body["question"]) > self.cfg.max_question_chars:
-            raise web.HTTPBadRequest(text=f"the question is longer than {self.cfg.max_question_chars} characters\n")
+        if len(body["question"]) > self.cfg.server.max_question_chars:
+            raise web.HTTPBadRequest(text=f"the question is longer than {self.cfg.server.max_question_chars} characters\n")
         started = time.perf_counter()
         result = await self._call(self.controller.ask.remote(request.match_info["id"], body["question"],
                                                               body.get("start"), body.get("end")))
@@ -86,6 +144,7 @@ class Gateway:
 
     async def metrics(self, request):
         m = await self._call(self.controller.metrics.remote())
+        m["streams"] = [self._local(s) for s in m["streams"]]
         lines = []
 
         def metric(name, kind, help_, samples):
@@ -112,6 +171,8 @@ class Gateway:
             "reconnects_total": ("counter", "source reconnects", lambda s: s["source"].get("reconnects")),
             "frames_encoded_total": ("counter", "frames in the stream's memory", lambda s: s["encoder_counters"].get("frames")),
             "cubes_total": ("counter", "closed cubes", lambda s: s["encoder_counters"].get("cubes")),
+            "memory_tokens": ("gauge", "tokens held in the stream's rolling memory", lambda s: s["encoder_counters"].get("memory_tokens")),
+            "memory_entries": ("gauge", "entries in the stream's rolling memory", lambda s: s["encoder_counters"].get("entries")),
             "frame_latency_p50_seconds": ("gauge", "frame arrival to memory, median", lambda s: s["latency_p50"]),
             "frame_latency_p95_seconds": ("gauge", "frame arrival to memory, 95th percentile", lambda s: s["latency_p95"]),
         }
@@ -124,7 +185,7 @@ class Gateway:
 
     @web.middleware
     async def _auth(self, request, handler):
-        if request.path != "/health":
+        if request.path != "/health" and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})

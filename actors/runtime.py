@@ -7,9 +7,11 @@ Placement: with `runtime.encoder_gpus > 0`, one encoder actor per GPU of every n
 to its node; else `runtime.encoders` encoder actors spread over the nodes. A stream goes to the encoder
 with the fewest streams. Recovery: every actor restarts (max_restarts=-1). A restarted encoder comes back
 empty; the stream's ingest hears "unknown stream" on its next frame and re-attaches, which restores the
-stream from its snapshot. An encoder whose node is gone cannot restart (it is pinned there): the
-controller sees it dead and moves its streams to the others, which restore them from their snapshots.
-A restarted ingest actor is started again by the controller's next health check and reconnects.
+stream's memory and encoder state from its store (see actors/worker.py). An encoder whose node is gone
+cannot restart (it is pinned there): the controller sees it dead and moves its streams to the others,
+which restore them from their stores. A restarted ingest actor is started again by the controller's next
+health check and reconnects. A whip:// stream's ingest runs in the gateway, where its publisher connects
+(`add_stream(..., ingest=False)`); it finds its encoder through the controller at every attach.
 Every call across actors has a timeout (`runtime.request_timeout`), so no request waits forever.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.ingest import Ingest
-from actors.worker import EncoderWorker, SnapshotStore, check_stream_id, load_models
+from actors.worker import EncoderWorker, check_stream_id, load_models
 from configs import Config
 from stream.sources import open_source
 
@@ -44,7 +46,7 @@ class EncoderActor:
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
         model, _ = load_models(cfg)
-        self.worker = EncoderWorker(model, SnapshotStore(cfg.runtime.snapshot_dir), device)
+        self.worker = EncoderWorker(model, cfg, device)
         self.max_batch = cfg.runtime.max_batch
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
         self.pending: dict[str, list[tuple[tuple, asyncio.Future]]] = {}
@@ -93,11 +95,14 @@ class EncoderActor:
 
     async def window(self, stream_id: str, start: float | None, end: float | None) -> list:
         await self.attach(stream_id)
-        return [(c.start, c.end, c.tokens) for c in await self._call(self.worker.window, stream_id, start, end)]
+        return await self._call(self.worker.window, stream_id, start, end)
+
+    async def thumbnail(self, stream_id: str, entry_id: int) -> bytes | None:
+        await self.attach(stream_id)
+        return await self._call(self.worker.thumbnail, stream_id, entry_id)
 
     async def counters(self) -> dict:
-        return {sid: {k: v for k, v in vars(c).items() if k != "latencies"} | {"latencies": list(c.latencies)}
-                for sid, c in self.worker.counters.items()}
+        return await self._call(self.worker.stats)
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -132,11 +137,16 @@ class IngestActor:
 
 @dataclass
 class _Remote:
-    """An encoder actor as an Ingest target, every call bounded by the request timeout."""
+    """An encoder actor as an Ingest target, every call bounded by the request timeout. With `controller`,
+    the stream's encoder is looked up at every attach, so a restarted or moved one is followed; without,
+    it is `handle`, which the controller's health check retargets."""
     handle: object
     timeout: float
+    controller: object = None
 
     async def attach(self, stream_id):
+        if self.controller is not None:
+            self.handle = await asyncio.wait_for(self.controller.encoder_of.remote(stream_id), self.timeout)
         return await asyncio.wait_for(self.handle.attach.remote(stream_id), self.timeout)
 
     async def push(self, stream_id, image, pts, arrival):
@@ -158,13 +168,12 @@ class LLMActor:
             llm = llm.cuda()
         self.answerer = Answerer(llm, cfg.answer)
 
-    def answer(self, cubes: list, question: str) -> dict:
+    def answer(self, entries: list, question: str) -> dict:
+        """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""
         from models.answerer import QuestionError
-        from stream.cube import Cube
 
-        memory = [Cube("", i, start, end, 0, tokens, 0.0) for i, (start, end, tokens) in enumerate(cubes)]
         try:
-            a = self.answerer.answer(memory, question)
+            a = self.answerer.answer(entries, question)
         except QuestionError as e:
             return {"error": str(e)}
         return {"text": a.text, "citations": [{"start": c.start, "end": c.end, "score": c.score} for c in a.citations],
@@ -184,7 +193,7 @@ class RequestError(ValueError):
 class _Stream:
     spec: str
     encoder: int  # index into Controller.encoders
-    ingest: object  # IngestActor handle
+    ingest: object  # IngestActor handle; None where the caller runs the ingest (the gateway, for whip://)
     added: float
 
 
@@ -233,27 +242,32 @@ class Controller:
 
     # -- streams ------------------------------------------------------------------------------------
 
-    async def add_stream(self, stream_id: str, spec: str) -> dict:
+    async def add_stream(self, stream_id: str, spec: str, ingest: bool = True) -> dict:
+        """Place a stream; with `ingest`, also start an ingest actor for `spec`, else the caller feeds it."""
         try:
             check_stream_id(stream_id)
-            open_source(spec, self.cfg.source).close()  # a malformed spec is refused here, before any actor exists
+            if ingest:  # a malformed spec is refused here, before any actor exists
+                open_source(spec, self.cfg.source).close()
         except ValueError as e:
             raise RequestError(str(e)) from None
         if stream_id in self.streams:
             raise RequestError(f"stream {stream_id!r} exists", status=409)
         encoder = self._least_loaded()
-        ingest = IngestActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0).remote(stream_id, spec, self.cfg)
-        self.streams[stream_id] = _Stream(spec, encoder, ingest, time.time())
+        actor = IngestActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0).remote(stream_id, spec, self.cfg) \
+            if ingest else None
+        self.streams[stream_id] = _Stream(spec, encoder, actor, time.time())
         await self._bounded(self.encoders[encoder].attach.remote(stream_id))
-        await self._bounded(ingest.run.remote(self.encoders[encoder]))
+        if actor is not None:
+            await self._bounded(actor.run.remote(self.encoders[encoder]))
         return await self.stream(stream_id)
 
     async def remove_stream(self, stream_id: str) -> None:
         s = self._get(stream_id)
         del self.streams[stream_id]
-        with contextlib.suppress(Exception):
-            await self._bounded(s.ingest.close.remote())
-        ray.kill(s.ingest, no_restart=True)
+        if s.ingest is not None:
+            with contextlib.suppress(Exception):
+                await self._bounded(s.ingest.close.remote())
+            ray.kill(s.ingest, no_restart=True)
         await self._bounded(self.encoders[s.encoder].remove_stream.remote(stream_id, True))
 
     async def list_streams(self) -> list[dict]:
@@ -262,7 +276,8 @@ class Controller:
     async def stream(self, stream_id: str) -> dict:
         s = self._get(stream_id)
         try:
-            source = await self._bounded(s.ingest.status.remote(), timeout=min(5.0, self.timeout))
+            source = {"spec": s.spec, "state": "external"} if s.ingest is None else \
+                await self._bounded(s.ingest.status.remote(), timeout=min(5.0, self.timeout))
         except Exception as e:
             source = {"spec": s.spec, "state": "unavailable", "last_error": repr(e)}
         try:
@@ -279,12 +294,22 @@ class Controller:
         s = self._get(stream_id)
         return await self._bounded(self.encoders[s.encoder].timeline.remote(stream_id))
 
+    async def thumbnail(self, stream_id: str, entry_id: int) -> bytes:
+        s = self._get(stream_id)
+        jpeg = await self._bounded(self.encoders[s.encoder].thumbnail.remote(stream_id, entry_id))
+        if jpeg is None:
+            raise RequestError(f"stream {stream_id!r} has no thumbnail for entry {entry_id} "
+                               "(no such entry, merged into a newer one, or none taken)", status=404)
+        return jpeg
+
     async def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None) -> dict:
         s = self._get(stream_id)
-        cubes = self.encoders[s.encoder].window.remote(stream_id, start, end)  # goes to the LLM actor directly
+        if start is not None and end is not None and start > end:
+            raise RequestError(f"the window's start ({start}) is after its end ({end})")
+        entries = self.encoders[s.encoder].window.remote(stream_id, start, end)  # goes to the LLM actor directly
         llm = self.llms[self.next_llm % len(self.llms)]
         self.next_llm += 1
-        result = await self._bounded(llm.answer.remote(cubes, question))
+        result = await self._bounded(llm.answer.remote(entries, question))
         if "error" in result:
             raise RequestError(result["error"])
         return result
@@ -329,6 +354,8 @@ class Controller:
                 self.moves += 1
                 with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
                     await self._bounded(self.encoders[s.encoder].attach.remote(sid))
+            if s.ingest is None:
+                continue  # its ingest finds the new encoder itself
             with contextlib.suppress(Exception):  # a restarted ingest starts here, a moved one retargets
                 await self._bounded(s.ingest.run.remote(self.encoders[s.encoder]), timeout=self.cfg.runtime.health_interval * 5)
 

@@ -40,7 +40,7 @@ class Service:
                      include_dashboard=False, log_to_driver=False)
             self._owns_ray = True
         self.controller = start_controller(self.cfg)
-        gateway = Gateway(self.controller, self.cfg.server, self.token, self.cfg.runtime.request_timeout)
+        gateway = Gateway(self.controller, self.cfg, self.token)
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
 

@@ -1,25 +1,41 @@
-"""The plain objects the actors wrap: an encoder worker over many streams, and a stream's snapshot file.
+"""The plain object the encoder actor wraps: a StreamEncoder over many streams, each with its rolling memory.
 
-Nothing here imports Ray: the actors in `actors/runtime.py` only move calls and data to these objects,
+Nothing here imports Ray: the actors in `actors/runtime.py` only move calls and data to this object,
 so the logic is tested directly.
+
+Durability, per stream, in the stream's MemoryStore folder under `runtime.snapshot_dir`:
+  - every closed cube is appended (checksummed, fsynced) to the store's log before anything else happens
+    to it, so a cube, once closed, survives any crash; the store compacts the log into snapshots itself;
+  - the encoder's recurrent state (`StreamEncoder.get_state`) is replaced atomically in `encoder.bin`
+    after every `runtime.state_every` closed cubes and at every compaction.
+On restore, a state saved after the memory's last cube resumes exactly: only the frames of the open cube
+that came after it are lost. An older state (a crash between a cube's log record and the state's save,
+or state_every > 1) keeps its recurrent state but drops its open cube, whose frames the memory already
+holds, and goes on after the memory's last cube in index and in time.
 """
 from __future__ import annotations
 
-import os
+import logging
+import math
 import re
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from configs import Config
 from models import CubeEncoder, StreamEncoder, StreamInputError
 from stream.codec import CodecError, packb, unpackb
-from stream.cube import Cube
+from stream.memory import MemoryEntry, RejectedCube, RollingMemory, make_thumbnail
+from stream.snapshot import MemoryStore, SnapshotError, frame, records, write_atomic
+
+log = logging.getLogger(__name__)
 
 STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a file name: no slashes, no dot-dot
-SNAPSHOT_VERSION = 1
+ENCODER_STATE = "encoder.bin"  # beside the store's files, which it ignores
 
 
 def check_stream_id(stream_id) -> str:
@@ -28,92 +44,96 @@ def check_stream_id(stream_id) -> str:
     return stream_id
 
 
-class SnapshotStore:
-    """One file per stream: its encoder state and closed cubes, replaced atomically after every cube closes,
-    so a reader (a restarted or moved encoder) always finds a whole snapshot, never a half-written one."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(os.path.expanduser(str(root)))
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def path(self, stream_id: str) -> Path:
-        return self.root / f"{check_stream_id(stream_id)}.snap"
-
-    def save(self, stream_id: str, snapshot: dict) -> None:
-        path = self.path(stream_id)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(packb(snapshot))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def load(self, stream_id: str) -> dict | None:
-        """The stream's last snapshot; None if it has none. A corrupt file raises CodecError."""
-        try:
-            data = self.path(stream_id).read_bytes()
-        except FileNotFoundError:
-            return None
-        snap = unpackb(data)
-        if not isinstance(snap, dict) or snap.get("version") != SNAPSHOT_VERSION:
-            raise CodecError(f"{self.path(stream_id)}: not a version {SNAPSHOT_VERSION} snapshot")
-        return snap
-
-    def delete(self, stream_id: str) -> None:
-        self.path(stream_id).unlink(missing_ok=True)
-
-
 @dataclass
 class StreamCounters:
     frames: int = 0  # frames encoded
     cubes: int = 0  # cubes closed (restored ones included)
-    restored_cubes: int = 0  # cubes this worker read back from the stream's snapshot
+    restored_cubes: int = 0  # cubes this worker read back from the stream's store
     bad_frames: int = 0  # frames refused (bad shape, timestamp out of order)
+    rejected_cubes: int = 0  # closed cubes the memory refused (a bug, or a thumbnail over the size limit)
     latencies: list[float] = field(default_factory=list)  # frame arrival -> in memory (s), the last 1000
 
 
+@dataclass
+class _Stream:
+    memory: RollingMemory
+    store: MemoryStore
+    counters: StreamCounters
+    last_frame: np.ndarray | None = None  # the previous frame: the last one of a cube that closes on the next
+    since_state: int = 0  # cubes closed since the encoder state was saved
+
+
 class EncoderWorker:
-    """A StreamEncoder over many streams, their closed cubes, and their snapshots.
+    """A StreamEncoder over many streams, their rolling memories and their durable stores.
 
     `push` takes at most one frame per stream and runs them as one batch; a frame a stream cannot take
-    is refused on its own without holding up the rest. A cube counts as closed once it is in the
-    stream's snapshot: a worker that dies after that loses nothing but the open cube's frames.
+    is refused on its own without holding up the rest.
     """
 
-    def __init__(self, model: CubeEncoder, snapshots: SnapshotStore, device: str = "cpu"):
+    def __init__(self, model: CubeEncoder, cfg: Config, device: str = "cpu"):
         self.encoder = StreamEncoder(model, device)
-        self.snapshots = snapshots
-        self.cubes: dict[str, list[Cube]] = {}
-        self.counters: dict[str, StreamCounters] = {}
+        self.cfg = cfg
+        self.root = Path(cfg.runtime.snapshot_dir).expanduser()
+        self.streams: dict[str, _Stream] = {}
 
     def add_stream(self, stream_id: str) -> float | None:
-        """Start (or take over) a stream, restoring it from its snapshot. Returns the stream time of its
-        last frame encoded (None if none), which the stream's next frame must follow."""
+        """Start (or take over) a stream, restoring it from its store. Returns the stream time of its last
+        frame (None if none), which the stream's next frame must follow."""
         check_stream_id(stream_id)
-        if stream_id in self.cubes:
-            return self._last_pts(stream_id)
-        snap = self.snapshots.load(stream_id)
-        cubes = []
-        if snap is None:
-            self.encoder.add_stream(stream_id)
-        else:
-            self.encoder.set_state(stream_id, snap["encoder"])
-            cubes = [Cube(stream_id=stream_id, **c) for c in snap["cubes"]]
-        self.cubes[stream_id] = cubes
-        self.counters[stream_id] = StreamCounters(cubes=len(cubes), restored_cubes=len(cubes))
-        return self._last_pts(stream_id)
-
-    def _last_pts(self, stream_id: str) -> float | None:
+        if stream_id not in self.streams:
+            store = MemoryStore(self.root, stream_id, self.cfg.memory)
+            memory = store.load().memory
+            self._restore_encoder(stream_id, store, memory)
+            n = memory.last_index + 1
+            self.streams[stream_id] = _Stream(memory, store, StreamCounters(cubes=n, restored_cubes=n))
         last = self.encoder.streams[stream_id].last_pts
-        return None if last == float("-inf") else last
+        return None if last == -math.inf else last
+
+    def _restore_encoder(self, stream_id: str, store: MemoryStore, memory: RollingMemory) -> None:
+        state = self._read_state(store)
+        if state is not None:
+            try:
+                self.encoder.set_state(stream_id, state)
+            except ValueError as e:  # not a state of this model
+                log.warning("%s: %s; the stream's encoder starts afresh after its memory", store.dir, e)
+                state = None
+        if state is None:
+            self.encoder.add_stream(stream_id)
+        elif state["next_index"] > memory.last_index:
+            return  # saved after the memory's last cube: resume exactly
+        state = self.encoder.get_state(stream_id)
+        newest = memory.newest_time if memory.newest_time is not None else -math.inf
+        self.encoder.set_state(stream_id, state | {
+            "open_tokens": None, "next_index": memory.last_index + 1, "last_pts": max(state["last_pts"], newest),
+            "cubing": state["cubing"] | {"length": torch.zeros_like(state["cubing"]["length"])}})
+
+    @staticmethod
+    def _read_state(store: MemoryStore) -> dict | None:
+        path = store.dir / ENCODER_STATE
+        try:
+            (payload,) = records(path)
+            return unpackb(payload)
+        except FileNotFoundError:
+            return None
+        except (SnapshotError, CodecError, ValueError) as e:  # ValueError: not exactly one record
+            log.warning("%s: %s; the stream's encoder starts afresh after its memory", path, e)
+            return None
+
+    def _save_state(self, stream_id: str) -> None:
+        s = self.streams[stream_id]
+        write_atomic(s.store.dir / ENCODER_STATE, frame(packb(self.encoder.get_state(stream_id))))
+        s.since_state = 0
 
     def remove_stream(self, stream_id: str, forget: bool = True) -> None:
-        """Stop encoding a stream; `forget` also deletes its snapshot (else another worker may take it over)."""
-        if stream_id in self.cubes:
-            self.encoder.streams.pop(stream_id, None)
-            del self.cubes[stream_id], self.counters[stream_id]
+        """Stop encoding a stream; `forget` also deletes its files (else another worker may take it over)."""
+        s = self.streams.get(stream_id)
+        if s is not None:
+            if not forget:
+                self._save_state(stream_id)  # the next owner resumes exactly here
+            s.store.close()
+            del self.streams[stream_id], self.encoder.streams[stream_id]
         if forget:
-            self.snapshots.delete(stream_id)
+            shutil.rmtree(MemoryStore(self.root, stream_id, self.cfg.memory).dir, ignore_errors=True)
 
     def push(self, frames: list[tuple[str, np.ndarray, float, float]]) -> dict[str, str | None]:
         """frames: (stream id, uint8 [H, W, 3], stream time, arrival on time.time()), one per stream.
@@ -121,9 +141,8 @@ class EncoderWorker:
         result: dict[str, str | None] = {}
         batch = []
         for item in frames:
-            sid = item[0]
-            if sid not in self.cubes:
-                result[sid] = "unknown stream"
+            if item[0] not in self.streams:
+                result[item[0]] = "unknown stream"
             else:
                 batch.append(item)
         while batch:
@@ -132,46 +151,71 @@ class EncoderWorker:
                 break
             except StreamInputError as e:  # refuse that stream's frame, run the others
                 result[e.stream_id] = str(e)
-                self.counters[e.stream_id].bad_frames += 1
+                self.streams[e.stream_id].counters.bad_frames += 1
                 batch = [f for f in batch if f[0] != e.stream_id]
         else:
             return result
-        for cube in closed:
-            self.cubes[cube.stream_id].append(cube)
-            self.counters[cube.stream_id].cubes += 1
-        for sid in {c.stream_id for c in closed}:
-            self._snapshot(sid)
+        for cube in closed:  # at most one per stream: one frame each
+            self._keep(cube)
         now = time.time()
-        for sid, _, _, arrival in batch:
-            c = self.counters[sid]
+        for sid, image, _, arrival in batch:
+            s = self.streams[sid]
+            s.last_frame = image
+            c = s.counters
             c.frames += 1
             c.latencies = c.latencies[-999:] + [now - arrival]
             result[sid] = None
         return result
 
-    def timeline(self, stream_id: str) -> list[dict]:
-        """The stream's closed cubes without their tokens: index, start, end, frames, boundary score."""
-        return [{"index": c.index, "start": c.start, "end": c.end, "num_frames": c.num_frames, "score": c.score}
-                for c in self._get(stream_id)]
-
-    def window(self, stream_id: str, start: float | None = None, end: float | None = None) -> list[Cube]:
-        """The closed cubes overlapping [start, end] (open-ended where None), in time order."""
-        return [c for c in self._get(stream_id)
-                if (start is None or c.end >= start) and (end is None or c.start <= end)]
-
-    def _get(self, stream_id: str) -> list[Cube]:
+    def _keep(self, cube) -> None:
+        s = self.streams[cube.stream_id]
+        m = self.cfg.memory
+        thumbnail = None if s.last_frame is None else make_thumbnail(s.last_frame, m.thumbnail_size, m.thumbnail_quality)
         try:
-            return self.cubes[stream_id]
+            s.store.add(s.memory, cube, thumbnail)
+        except RejectedCube as e:  # the other streams of the batch go on
+            log.error("%s", e)
+            s.counters.rejected_cubes += 1
+            return
+        s.counters.cubes += 1
+        s.since_state += 1
+        if s.store.pending == 0 or s.since_state >= self.cfg.runtime.state_every:  # pending 0: it just compacted
+            self._save_state(cube.stream_id)
+
+    # ---- reads ----
+
+    def timeline(self, stream_id: str) -> list[dict]:
+        """The stream's memory without tokens, oldest first: each entry's id, level (0: a cube as it closed,
+        L: about 2^L cubes merged), time span, frames, cubes and whether it has a thumbnail."""
+        return [{"id": e.id, "level": e.level, "start": e.start, "end": e.end, "num_frames": e.num_frames,
+                 "cubes": e.cubes, "thumbnail": e.thumbnail is not None} for e in self._get(stream_id).memory]
+
+    def window(self, stream_id: str, start: float | None = None, end: float | None = None) -> list[MemoryEntry]:
+        """The memory entries overlapping [start, end] (open-ended where None), in time order, without
+        thumbnails (what the LLM reads)."""
+        entries = self._get(stream_id).memory.window(-math.inf if start is None else start,
+                                                     math.inf if end is None else end)
+        return [replace(e, thumbnail=None) for e in entries]
+
+    def thumbnail(self, stream_id: str, entry_id: int) -> bytes | None:
+        """The JPEG of a memory entry; None if it has none or the memory holds no such entry (any more)."""
+        memory = self._get(stream_id).memory
+        try:
+            return memory.get(entry_id).thumbnail
+        except KeyError:
+            return None
+
+    def stats(self) -> dict[str, dict]:
+        """Per stream: its counters and its memory's size."""
+        return {sid: vars(s.counters) | {"latencies": list(s.counters.latencies), "entries": len(s.memory),
+                                         "memory_tokens": s.memory.tokens, "levels": len(s.memory.levels())}
+                for sid, s in self.streams.items()}
+
+    def _get(self, stream_id: str) -> _Stream:
+        try:
+            return self.streams[stream_id]
         except KeyError:
             raise KeyError(f"unknown stream {stream_id!r}") from None
-
-    def _snapshot(self, stream_id: str) -> None:
-        self.snapshots.save(stream_id, {
-            "version": SNAPSHOT_VERSION,
-            "encoder": self.encoder.get_state(stream_id),
-            "cubes": [{"index": c.index, "start": c.start, "end": c.end, "num_frames": c.num_frames,
-                       "tokens": c.tokens, "score": c.score} for c in self.cubes[stream_id]],
-        })
 
 
 def load_models(cfg) -> tuple[CubeEncoder, "object"]:

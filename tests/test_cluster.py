@@ -1,6 +1,6 @@
 """The runtime on a multi-node `ray.cluster_utils.Cluster` with logical GPUs, all on this machine.
 
-A head node (CPU only) and two GPU nodes; snapshots in a folder all nodes share. No timed assertions:
+A head node (CPU only) and two GPU nodes; stores in a folder all nodes share. No timed assertions:
 waits poll for a state with a generous deadline.
 """
 import time
@@ -73,7 +73,7 @@ def test_node_removed_under_load_streams_continue_from_snapshots(cluster):
         after = wait_for(lambda: (t := timeline(controller, sid)) and len(t) > len(before[sid]) + 2 and t,
                          f"new cubes of {sid} on the other node")
         assert after[:len(before[sid])] == before[sid], f"{sid}: a closed cube was lost in the move"
-        assert [x["index"] for x in after] == list(range(len(after)))
+        assert [x["id"] for x in after] == list(range(len(after)))
 
 
 def test_encoder_process_killed_recovers_without_losing_a_closed_cube(cluster):
@@ -84,4 +84,4 @@ def test_encoder_process_killed_recovers_without_losing_a_closed_cube(cluster):
     after = wait_for(lambda: (t := timeline(controller, sid)) and len(t) > len(before) + 2 and t,
                      "new cubes after the restart")
     assert after[:len(before)] == before
-    assert [x["index"] for x in after] == list(range(len(after)))
+    assert [x["id"] for x in after] == list(range(len(after)))

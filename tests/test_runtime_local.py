@@ -12,6 +12,8 @@ import msgpack
 import pytest
 import ray
 
+from whip_publisher import Publisher, loopback_ice  # noqa: F401  (a fixture)
+
 from actors.client import Client, ClientError
 from actors.server import Service
 from configs import load_config
@@ -29,6 +31,16 @@ def wait_for(cond, what: str, deadline: float = 90.0):
         if value := cond():
             return value
         time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def wait_for_async(cond, what: str, deadline: float = 90.0):
+    """wait_for from a test that runs an event loop (the blocking client runs on a thread meanwhile)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if value := await asyncio.to_thread(cond):
+            return value
+        await asyncio.sleep(0.2)
     raise AssertionError(f"gave up waiting for {what}")
 
 
@@ -65,6 +77,7 @@ def test_synthetic_stream_answers_with_citations(client, synth):
 
     # a time window narrows what the LLM may read
     first = client.timeline(synth)[0]
+    assert first["level"] == 0 and first["thumbnail"] and client.thumbnail(synth, first["id"]).startswith(b"\xff\xd8")
     windowed = client.ask(synth, "what happened ?", start=first["start"], end=first["end"])
     assert [(c["start"], c["end"]) for c in windowed["citations"]] == [(first["start"], first["end"])]
 
@@ -85,6 +98,33 @@ def test_rtsp_stream_answers_with_citations(client, synth):
     finally:
         server.kill()
         client.remove("cam")
+    assert [x["id"] for x in client.streams()] == [synth]
+
+
+async def test_whip_publisher_through_the_gateway(service, client, synth, loopback_ice):
+    await asyncio.to_thread(client.add, "web", "whip://web")
+    url = f"{service.url}/whip/web"
+    offer = {"data": "v=0\r\n", "headers": {"Content-Type": "application/sdp"}}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, **offer) as r:  # a publisher presents the token too
+            assert r.status == 401
+        with pytest.raises(ClientError) as e:  # one publisher feeds one stream
+            await asyncio.to_thread(client.add, "web2", "whip://web")
+        assert e.value.status == 409
+        pub = await Publisher(url, token=service.token).start()
+        try:
+            await wait_for_async(lambda: len(client.timeline("web")) >= 2, "two cubes of the WHIP stream")
+            s = await asyncio.to_thread(client.stream, "web")
+            assert s["source"]["state"] == "connected" and s["source"]["frames_sent"] > 0
+            answer = await asyncio.to_thread(client.ask, "web", "what is in view ?")
+            assert answer["citations"]
+            assert await pub.stop() == 200  # WHIP's DELETE, through the gateway
+        finally:
+            await pub.pc.close()
+            await asyncio.to_thread(client.remove, "web")
+        async with http.post(url, headers={**offer["headers"], "Authorization": f"Bearer {service.token}"},
+                             data=offer["data"]) as r:
+            assert r.status == 404  # removed: its publishers are refused
     assert [x["id"] for x in client.streams()] == [synth]
 
 
@@ -118,6 +158,10 @@ async def test_malformed_requests_are_4xx_and_the_service_stays_up(service, synt
         ("GET", f"{service.url}/streams/nope", None, 404),
         ("DELETE", f"{service.url}/streams/nope", None, 404),
         ("GET", f"{service.url}/streams/nope/timeline", None, 404),
+        ("GET", f"{service.url}/streams/{synth}/thumbnails/999999", None, 404),
+        ("GET", f"{service.url}/streams/{synth}/thumbnails/x", None, 404),
+        ("POST", ask, json.dumps({"question": "why ?", "start": 5, "end": 1}).encode(), 400),
+        ("POST", f"{service.url}/streams", json.dumps({"id": "w", "source": "whip://"}).encode(), 400),
         ("GET", f"{service.url}/nowhere", None, 404),
         ("PUT", f"{service.url}/streams", b"{}", 405),
     ]
@@ -152,7 +196,7 @@ async def test_100_concurrent_queries_are_all_answered(service, synth):
 
 def test_metrics_in_prometheus_text_format(client, synth):
     text = client.metrics()
-    assert "# TYPE cubestream_cubes_total counter" in text
+    assert "# TYPE cubestream_cubes_total counter" in text and f'cubestream_memory_tokens{{stream="{synth}"}}' in text
     assert f'cubestream_frames_encoded_total{{stream="{synth}"}}' in text
     assert 'cubestream_http_requests_total{route="/streams/{id}/ask",status="200"}' in text
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
@@ -166,7 +210,7 @@ def test_encoder_killed_recovers_without_losing_a_closed_cube(service, client, s
     after = wait_for(lambda: (t := _timeline_or_none(client, synth)) and len(t) > len(before) + 2 and t,
                      "new cubes after the restart")
     assert after[:len(before)] == before, "every cube closed before the kill is still there"
-    assert [c["index"] for c in after] == list(range(len(after)))
+    assert [c["id"] for c in after] == list(range(len(after)))
     assert client.stream(synth)["encoder_counters"]["restored_cubes"] >= len(before)
 
 
