@@ -32,7 +32,7 @@ from aiohttp import web
 from ray.exceptions import RayActorError
 
 from actors.ingest import Ingest
-from actors.runtime import RequestError, _Remote
+from actors.runtime import RemoteEncoder, RequestError
 from configs import Config
 from stream.codec import CodecError, packb, unpackb
 from stream.sources import WhipServer, open_source
@@ -96,7 +96,7 @@ class Gateway:
             self.whip.remove(name)
             raise
         ingest = Ingest(stream_id, spec, self.cfg, source=source)
-        ingest.retarget(_Remote(None, self.timeout, self.controller))
+        ingest.retarget(RemoteEncoder(None, self.timeout, self.controller))
         ingest.start()
         self.whip_streams[stream_id] = (name, ingest)
         return result

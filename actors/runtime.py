@@ -124,7 +124,7 @@ class IngestActor:
         if self.ingest is None:
             self.ingest = Ingest(self.stream_id, self.spec, self.cfg)
         if getattr(self.ingest.target, "handle", None) != encoder:
-            self.ingest.retarget(_Remote(encoder, self.cfg.runtime.request_timeout))
+            self.ingest.retarget(RemoteEncoder(encoder, self.cfg.runtime.request_timeout))
         self.ingest.start()
 
     def status(self) -> dict:
@@ -136,7 +136,7 @@ class IngestActor:
 
 
 @dataclass
-class _Remote:
+class RemoteEncoder:
     """An encoder actor as an Ingest target, every call bounded by the request timeout. With `controller`,
     the stream's encoder is looked up at every attach, so a restarted or moved one is followed; without,
     it is `handle`, which the controller's health check retargets."""

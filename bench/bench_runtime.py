@@ -115,7 +115,7 @@ def main() -> None:
     print(f"\noverhead: {n_frames} frames (4 streams x {args.overhead_frames}), rendered and encoded as fast as possible")
     print("| path | seconds | frames/s |\n|---|---:|---:|")
     print(f"| bare StreamEncoder loop (batched, 1 thread) | {t_bare:.2f} | {n_frames / t_bare:.0f} |")
-    print(f"| runtime, steady state (ingest actors -> encoder actor -> memory + snapshot) | {t_rt:.2f} | {n_frames / t_rt:.0f} |")
+    print(f"| runtime, steady state (ingest actors -> encoder actor -> memory, log + encoder state on disk) | {t_rt:.2f} | {n_frames / t_rt:.0f} |")
     print(f"\nruntime overhead over the bare loop: {100 * (t_rt / t_bare - 1):.0f}%")
 
 
