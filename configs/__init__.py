@@ -121,12 +121,12 @@ class AnswerConfig:
 @dataclass
 class TrainConfig:
     """`cubestream train` on the synthetic world (stream/synth.py)."""
-    steps: int = 4000
-    max_minutes: float = 55.0  # stop (and save) when this much wall time has passed
+    steps: int = 1800
+    max_minutes: float = 40.0  # stop (and save) when this much wall time has passed
     clips_per_step: int = 4
     questions_per_clip: int = 6
     clip_seconds: float = 48.0
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.01
     noise_anneal: float = 0.6  # Gumbel noise weight goes 1.0 -> 0.01 (cosine) over this fraction of the steps
     rate_weight: float = 0.1  # holds the mean cube length near cubing.trained_target_len
@@ -134,8 +134,8 @@ class TrainConfig:
     attribute_weight: float = 1.0  # training-only probe: the (colour, shape) pairs a cube shows
     train_seeds: int = 10_000  # worlds 0 .. train_seeds-1 train; evaluation uses seeds above
     world_seconds: float = 1800.0  # clips end anywhere in the first this many seconds of a world
-    eval_every: int = 200
-    save_every: int = 200
+    eval_every: int = 150
+    save_every: int = 150
 
     def __post_init__(self):
         _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",

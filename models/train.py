@@ -127,7 +127,7 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
 
 
 @torch.no_grad()
-def quick_eval(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, n_clips: int = 12) -> float:
+def quick_eval(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, n_clips: int = 20) -> float:
     """QA accuracy on clips of held-out worlds (all cubes in the prompt, greedy answers)."""
     encoder.eval(), llm.eval()
     rng = random.Random(12345)
@@ -182,9 +182,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         save_checkpoint(out_dir, encoder, llm)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "probe": probe.state_dict() if probe is not None else None,
-                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state()}, state_path)
+                    "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "best": best}, state_path)
 
     worlds: dict = {}
+    best = state["best"] if state else -1.0
     began = time.monotonic()
     result = {}
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
@@ -203,6 +204,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         if done % tc.eval_every == 0 or done == steps or out_of_time:
             result["eval_qa"] = quick_eval(cfg, encoder, llm)
             bar.write(f"step {done}: " + " ".join(f"{k} {v:.3f}" for k, v in result.items()))
+            if result["eval_qa"] > best:  # held-out accuracy is noisy and can fall late: keep the best weights too
+                best = result["eval_qa"]
+                save_checkpoint(out_dir / "best", encoder, llm)
         if done % tc.save_every == 0 or done == steps or out_of_time:
             save(done)
         if out_of_time:
