@@ -29,8 +29,8 @@ def setup():
 
 def test_evaluate_counts_match_an_independent_replay(setup):
     cfg, encoder, llm = setup
-    seeds, seconds = [20_001, 20_002], 30.0
-    res = evaluate(cfg, encoder, llm, seeds, seconds, questions=3, methods=("adaptive", "fixed", "uniform"), log=lambda *_: None)
+    seeds, seconds = [20_001, 20_002], 24.0
+    res = evaluate(cfg, encoder, llm, seeds, seconds, questions=2, methods=("adaptive", "fixed", "uniform"), log=lambda *_: None)
 
     asked = 0
     cubes_adaptive, tp, n_pred, n_true = 0, 0, 0, 0
@@ -41,7 +41,7 @@ def test_evaluate_counts_match_an_independent_replay(setup):
         pred = [c.start for prev, c in zip(cubes, cubes[1:]) if not prev.forced]
         true = world.boundary_times(0.5, seconds)
         tp, n_pred, n_true = tp + match_boundaries(pred, true), n_pred + len(pred), n_true + len(true)
-        asked += len(make_questions(world, cubes[-1].end, random.Random(seed), n=3))
+        asked += len(make_questions(world, cubes[-1].end, random.Random(seed), n=2))
     frames = len(seeds) * int(seconds * 2)
     K = cfg.resampler.num_queries
 
