@@ -1,0 +1,43 @@
+"""The shipped default checkpoint loads with the default profile and answers better than chance.
+
+Colour questions have a closed answer set (6 colours), so both chance and the best constant answer are
+well defined; the shipped model must beat twice chance and the majority answer on held-out worlds.
+(Its other kinds are reported by `cubestream eval`, not asserted here.)
+"""
+import random
+from collections import Counter
+
+import pytest
+
+from configs import load_config
+from models import StreamEncoder
+from models.answerer import Answerer
+from models.checkpoint import checkpoint_dir, load_model
+from models.evaluate import stream_world
+from stream.questions import is_correct, make_questions
+from stream.synth import COLOURS, SynthWorld
+
+SEEDS = (90_001, 90_002, 90_003, 90_004, 90_005)  # held out: training draws seeds below train.train_seeds
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    cfg = load_config("default")
+    assert cfg.checkpoint, "configs/default.yaml names no checkpoint"
+    assert (checkpoint_dir(cfg) / "model.safetensors").is_file(), "the default checkpoint is not shipped"
+    return cfg, *load_model(cfg)
+
+
+def test_shipped_checkpoint_answers_colour_questions_above_chance(shipped):
+    cfg, encoder, llm = shipped
+    answerer = Answerer(llm, cfg.answer)
+    right, truths = 0, []
+    for seed in SEEDS:
+        world = SynthWorld(seed=seed)
+        cubes = stream_world(StreamEncoder(encoder), world, 120.0)
+        for q in make_questions(world, cubes[-1].end, random.Random(seed), n=12, kinds=("colour",)):
+            right += is_correct(q, answerer.answer(cubes, q.text).text)
+            truths.append(q.answer)
+    assert len(truths) >= 15
+    majority = Counter(truths).most_common(1)[0][1]
+    assert right > max(2 * len(truths) / len(COLOURS), majority), (right, len(truths), majority)
