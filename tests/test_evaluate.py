@@ -29,7 +29,7 @@ def setup():
 
 def test_evaluate_counts_match_an_independent_replay(setup):
     cfg, encoder, llm = setup
-    seeds, seconds = [20_001, 20_002], 24.0
+    seeds, seconds = [20_001, 20_002], 25.0  # 50 frames: whole fixed cubes of 5
     res = evaluate(cfg, encoder, llm, seeds, seconds, questions=2, methods=("adaptive", "fixed", "uniform"), log=lambda *_: None)
 
     asked = 0
