@@ -57,7 +57,7 @@ def test_answer_reports_citations_tokens_and_latency(llm):
     mem = cubes(8)
     ans = a.answer(mem, "What colour was the object that entered at t=12s ?")
     assert isinstance(ans.text, str)
-    assert 1 <= len(ans.citations) <= cfg.answer.citations
+    assert ans.citations and len(ans.citations) <= cfg.answer.citations
     spans = {(c.start, c.end) for c in mem}
     assert all((c.start, c.end) in spans for c in ans.citations)
     assert [c.score for c in ans.citations] == sorted((c.score for c in ans.citations), reverse=True)
