@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
-from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.ingest import Ingest
@@ -335,29 +334,26 @@ class Controller:
                 await self._check()
 
     async def _check(self) -> None:
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        for i, e in enumerate(self.encoders):
-            if i in self.dead:
-                continue
-            if self.cfg.runtime.encoder_gpus > 0 and self.encoder_nodes[i] not in alive:
-                self.dead.add(i)  # pinned to that node: Ray cannot bring it back anywhere else
-                continue
-            try:
-                await self._bounded(e.ping.remote(), timeout=self.cfg.runtime.health_interval * 5)
-            except ActorDiedError:  # pinned to a node that is gone: it will not come back
-                self.dead.add(i)
-            except (RayActorError, asyncio.TimeoutError, GetTimeoutError):
-                pass  # restarting: its streams re-attach on their next frame
+        # An encoder is lost for good only when the node it is pinned to is gone. Its calls failing says
+        # nothing: ray.kill or a crash fails the calls in flight (even with ActorDiedError) while Ray
+        # restarts it in place, and its streams re-attach on their next frame.
+        if self.cfg.runtime.encoder_gpus > 0:
+            alive = {n["NodeID"] for n in await asyncio.to_thread(ray.nodes) if n["Alive"]}
+            self.dead.update(i for i, node in enumerate(self.encoder_nodes) if node not in alive)
         for sid, s in list(self.streams.items()):
-            if s.encoder in self.dead:
-                s.encoder = self._least_loaded()
-                self.moves += 1
-                with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
-                    await self._bounded(self.encoders[s.encoder].attach.remote(sid))
-            if s.ingest is None:
-                continue  # its ingest finds the new encoder itself
-            with contextlib.suppress(Exception):  # a restarted ingest starts here, a moved one retargets
-                await self._bounded(s.ingest.run.remote(self.encoders[s.encoder]), timeout=self.cfg.runtime.health_interval * 5)
+            try:
+                await self._tend(sid, s)
+            except Exception:  # one stream's trouble (no encoder left, a slow actor) must not stall the others
+                continue
+
+    async def _tend(self, sid: str, s: _Stream) -> None:
+        if s.encoder in self.dead:
+            s.encoder = self._least_loaded()
+            self.moves += 1
+            with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
+                await self._bounded(self.encoders[s.encoder].attach.remote(sid))
+        if s.ingest is not None:  # a restarted ingest starts here, a moved one retargets (whip's finds it itself)
+            await self._bounded(s.ingest.run.remote(self.encoders[s.encoder]), timeout=self.cfg.runtime.health_interval * 5)
 
     def _least_loaded(self) -> int:
         live = [i for i in range(len(self.encoders)) if i not in self.dead]

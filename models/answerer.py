@@ -5,6 +5,11 @@ computed over local windows so that the LLM's bias toward the start and end of a
 decide. Here the units are cubes: score every cube that way (or, cheaper, by the cosine of its key to
 the question), keep the best that fit the LLM's token budget plus always the newest, in time order,
 and answer from them, citing the time spans used.
+
+A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
+evidence lies better than any score: the cubes nearest the named span come first, and scores only
+order the rest. The budget is about as many cubes as the LLM was trained to read (one training clip's
+worth): a small LLM does not carry what it learnt to prompts several times longer.
 """
 from __future__ import annotations
 
@@ -16,7 +21,35 @@ import torch
 import torch.nn.functional as F
 
 from configs import AnswerConfig
-from models.llm import CubeLLM, time_text
+from models.llm import TIME_WORD, CubeLLM, time_text
+
+
+def named_span(question: str) -> tuple[float, float] | None:
+    """The span of stream time a question names ("at t=12s", "between t=10s and t=40s"), or None."""
+    times = [float(t) for t in TIME_WORD.findall(question)]
+    return (min(times), max(times)) if times else None
+
+
+def priority(spans: Sequence[tuple[float, float]], scores: torch.Tensor,
+             named: tuple[float, float] | None = None) -> list[int]:
+    """Every cube's index, most relevant first: nearest the named span (if any), then by score."""
+    def key(i):
+        (a, b) = spans[i]
+        near = (max(0.0, a - named[1], named[0] - b),) if named else ()  # seconds apart, 0 where they overlap
+        return near + (-float(scores[i]),)
+    return sorted(range(len(spans)), key=key)
+
+
+def select_cubes(order: list[int], fit: int, newest: int) -> list[int]:
+    """At most `fit` cubes in time order: the `newest`, then the first of `order` (from `priority`).
+
+    Shared by the Answerer and by training, which shows the LLM prompts chosen this way.
+    """
+    n = len(order)
+    if n <= fit:
+        return list(range(n))
+    keep = set(range(max(0, n - min(newest, fit)), n))
+    return sorted(keep | set([i for i in order if i not in keep][:fit - len(keep)]))
 
 
 class QuestionError(ValueError):
@@ -39,7 +72,7 @@ class Citation:
 @dataclass
 class Answer:
     text: str
-    citations: list[Citation]  # highest score first
+    citations: list[Citation]  # most relevant first: nearest a time the question names, then by score
     tokens_used: int  # prompt + generated tokens
     latency_s: float
     cubes_considered: int
@@ -59,47 +92,46 @@ class Answerer:
         return ids
 
     @torch.no_grad()
-    def scores(self, cubes: Sequence[CubeLike], question_ids: list[int]) -> torch.Tensor:
+    def scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
         """One relevance score a cube, comparable across the whole memory."""
         if self.cfg.selection == "key":
-            q = self.llm.embed_ids(question_ids).mean(0)
+            q = self.llm.embed_text(question).mean(0)
             keys = self.llm.projector(torch.stack([c.tokens for c in cubes])).mean(1)
             return F.cosine_similarity(keys, q[None], dim=-1)
         w = self.cfg.window_cubes
         out = []
         for i in range(0, len(cubes), w):
             window = cubes[i:i + w]
-            p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question_ids)
+            p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question)
             # attention mass is shared within a window; scaling by its size keeps windows comparable
             out.append(self.llm.attention_scores(p) * len(window))
         return torch.cat(out)
 
-    def select(self, cubes: Sequence[CubeLike], question_ids: list[int]) -> tuple[list[int], torch.Tensor]:
-        """Indices of the cubes to show the LLM (time order), and every cube's score."""
+    def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:
+        """Indices of the cubes to show the LLM (time order), every cube by priority, and every cube's score."""
+        q_ids = self.question_ids(question)
         per_cube = len(self.llm.ids(time_text(cubes[-1].start))) + cubes[-1].tokens.shape[0]
-        fit = max(1, (self.cfg.context_tokens - len(question_ids)) // per_cube)
-        scores = self.scores(cubes, question_ids)
-        if len(cubes) <= fit:
-            return list(range(len(cubes))), scores
+        fit = max(1, (self.cfg.context_tokens - len(q_ids)) // per_cube)
+        scores = self.scores(cubes, question)
+        order = priority([(c.start, c.end) for c in cubes], scores, named_span(question))
         if self.cfg.selection == "recent":  # the baseline without selection: the newest cubes that fit
-            return list(range(len(cubes) - fit, len(cubes))), scores
-        newest = set(range(max(0, len(cubes) - self.cfg.newest_cubes), len(cubes)))
-        ranked = [i for i in torch.argsort(scores, descending=True).tolist() if i not in newest]
-        return sorted(newest | set(ranked[:max(0, fit - len(newest))])), scores
+            return list(range(max(0, len(cubes) - fit), len(cubes))), order, scores
+        return select_cubes(order, fit, self.cfg.newest_cubes), order, scores
 
     @torch.no_grad()
     def answer(self, cubes: Sequence[CubeLike], question: str) -> Answer:
         """Answer `question` from `cubes` (a stream's memory, in time order)."""
         started = time.perf_counter()
-        q_ids = self.question_ids(question)
+        self.question_ids(question)  # refuses an empty or too long question before any work
         cubes = list(cubes)
         if not cubes:
             return Answer(text="", citations=[], tokens_used=0, latency_s=time.perf_counter() - started,
                           cubes_considered=0, cubes_used=0)
-        chosen, scores = self.select(cubes, q_ids)
-        prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], q_ids)
+        chosen, order, scores = self.select(cubes, question)
+        prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip())
         text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens)
-        best = sorted(chosen, key=lambda i: -float(scores[i]))[:self.cfg.citations]
+        shown = set(chosen)
+        best = [i for i in order if i in shown][:self.cfg.citations]
         return Answer(text=text, citations=[Citation(cubes[i].start, cubes[i].end, float(scores[i])) for i in best],
                       tokens_used=len(prompt.embeds) + generated, latency_s=time.perf_counter() - started,
                       cubes_considered=len(cubes), cubes_used=len(chosen))

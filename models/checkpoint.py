@@ -1,4 +1,4 @@
-"""A trained model on disk: `model.safetensors` (cube encoder + projector) and `llm/` (a Hugging Face
+"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding) and `llm/` (a Hugging Face
 causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
+    tensors |= {f"time_embed.{k}": v for k, v in llm.time_embed.state_dict().items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
@@ -50,4 +51,6 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     tensors = load_file(str(path / "model.safetensors"))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
     llm.projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k.startswith("projector.")})
+    if time := {k.removeprefix("time_embed."): v for k, v in tensors.items() if k.startswith("time_embed.")}:
+        llm.time_embed.load_state_dict(time)  # absent from older checkpoints: it stays zero, as they were trained
     return encoder.eval(), llm.eval()

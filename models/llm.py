@@ -4,12 +4,17 @@ Prompt layout (XComp / Quicksviewer style), one segment a cube in time order, th
 
     t = 1 2 s : <K projected cube tokens>  t = 1 5 s : <K tokens> ...  question : ... answer : <answer> [EOS]
 
-Digits are single tokens, so any time can be read and written by a small vocabulary. The default LLM is
-tiny and trained here with a word-level tokenizer of its own; a real profile loads any local causal LM
-and its tokenizer with `from_pretrained`.
+Digits are single tokens, so any time can be read and written by a small vocabulary. Every time the
+prompt writes (a cube's timestamp, a time the question names) also carries a `TimeEmbedding` of its
+value on its tokens: matching "entered at t=178s" to the cube stamped t=177s is then one dot product of
+smooth features in one attention layer, where digit strings alone need a multi-token match that a small
+LLM learns slowly. It starts at zero, so a checkpoint without it (or a fresh pretrained LLM) is unchanged.
+The default LLM is tiny and trained here with a word-level tokenizer of its own; a real profile loads
+any local causal LM and its tokenizer with `from_pretrained`.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -22,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from configs import Config
 
 SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
+TIME_WORD = re.compile(r"\bt\s*=\s*(\d+(?:\.\d+)?)\s*s\b")  # how prompts, questions and answers write a time
 
 
 def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -47,6 +53,21 @@ def detokenize(pieces: list[str]) -> str:
 def time_text(start: float) -> str:
     """A cube's timestamp, written as questions and answers write times (t=123s)."""
     return f"t={round(start)}s :"
+
+
+class TimeEmbedding(nn.Module):
+    """Seconds -> an embedding: sines and cosines of periods from 2 s to 3 h, projected (zero at start)."""
+
+    def __init__(self, width: int, n_freq: int = 32, min_period: float = 2.0, max_period: float = 10_800.0):
+        super().__init__()
+        periods = torch.logspace(math.log10(min_period), math.log10(max_period), n_freq)
+        self.register_buffer("freqs", 2 * math.pi / periods, persistent=False)
+        self.proj = nn.Linear(2 * n_freq, width)
+        nn.init.zeros_(self.proj.weight), nn.init.zeros_(self.proj.bias)
+
+    def forward(self, seconds: float) -> torch.Tensor:  # -> [width]
+        x = seconds * self.freqs
+        return self.proj(torch.cat([x.sin(), x.cos()]))
 
 
 @dataclass
@@ -77,6 +98,7 @@ class CubeLLM(nn.Module):
         width = lm.get_input_embeddings().embedding_dim
         # Quicksviewer's projector: cube tokens (resampler width) -> LLM embeddings.
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.time_embed = TimeEmbedding(width)
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -85,16 +107,28 @@ class CubeLLM(nn.Module):
         emb = self.lm.get_input_embeddings()
         return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
 
-    def prompt(self, cubes: list[tuple[float, float, torch.Tensor]], question_ids: list[int]) -> Prompt:
-        """cubes: (start, end, tokens [K, D]) in time order; question_ids from `ids(question)`."""
+    def embed_text(self, text: str) -> torch.Tensor:
+        """[L, H] embeddings of `text`; the tokens of each time it writes ("t=12s") also carry its TimeEmbedding."""
+        parts, at = [], 0
+        for m in TIME_WORD.finditer(text):
+            if text[at:m.start()].strip():
+                parts.append(self.embed_ids(self.ids(text[at:m.start()])))
+            parts.append(self.embed_ids(self.ids(m.group(0))) + self.time_embed(float(m.group(1))))
+            at = m.end()
+        if text[at:].strip() or not parts:
+            parts.append(self.embed_ids(self.ids(text[at:])))
+        return torch.cat(parts)
+
+    def prompt(self, cubes: list[tuple[float, float, torch.Tensor]], question: str) -> Prompt:
+        """cubes: (start, end, tokens [K, D]) in time order."""
         parts, spans, pos = [], [], 0
         projected = self.projector(torch.stack([c[2] for c in cubes])) if cubes else None
         for i, (start, end, _) in enumerate(cubes):
-            head = self.embed_ids(self.ids(time_text(start)))
+            head = self.embed_text(time_text(start))
             parts += [head, projected[i]]
             spans.append((pos + len(head), pos + len(head) + len(projected[i])))
             pos += len(head) + len(projected[i])
-        q = self.embed_ids(self.ids("question :") + question_ids + self.ids("answer :"))
+        q = self.embed_text(f"question : {question} answer :")
         parts.append(q)
         return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)))
 

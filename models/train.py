@@ -110,7 +110,7 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
         if probe is not None:
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
             attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
-        prompts = [llm.prompt(cubes, llm.ids(q.text)) for q in clip.questions]
+        prompts = [llm.prompt(cubes, q.text) for q in clip.questions]
         qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
         z = out.cubing.logits[0, 1:]
         rate.append((out.cubing.p[0, 1:].mean() - 1.0 / cfg.cubing.trained_target_len) ** 2)
@@ -136,7 +136,7 @@ def quick_eval(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, n_clips: int = 2
         clip = sample_clip(cfg, rng, (cfg.train.train_seeds, cfg.train.train_seeds + 500), {})
         _, cubes = clip_cubes(encoder, clip, 0.0)
         for q in clip.questions:
-            text, _ = llm.generate(llm.prompt(cubes, llm.ids(q.text)), cfg.answer.max_answer_tokens)
+            text, _ = llm.generate(llm.prompt(cubes, q.text), cfg.answer.max_answer_tokens)
             right += is_correct(q, text)
             total += 1
     encoder.train(), llm.train()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from configs import load_config
-from models.answerer import Answerer, QuestionError
+from models.answerer import Answerer, QuestionError, named_span
 from models.llm import CubeLLM, build_tokenizer, detokenize
 from stream.cube import Cube
 
@@ -39,16 +39,32 @@ def test_selection_fits_the_budget_keeps_the_newest_in_time_order(llm):
     acfg.context_tokens, acfg.window_cubes, acfg.newest_cubes = 120, 16, 2
     a = Answerer(model, acfg)
     mem = cubes(60)
-    q = a.question_ids("What colour was the object that entered at t=12s ?")
-    chosen, scores = a.select(mem, q)
+    question = "What colour was the object that entered ?"  # names no time: scores decide
+    chosen, order, scores = a.select(mem, question)
     per_cube = len(model.ids("t=295s :")) + 4
-    assert len(chosen) == (120 - len(q)) // per_cube
+    assert len(chosen) == (120 - len(a.question_ids(question))) // per_cube
     assert chosen == sorted(chosen) and {58, 59} <= set(chosen)
-    assert scores.shape == (60,)
+    assert scores.shape == (60,) and sorted(order) == list(range(60))
     # apart from the newest, the chosen are the best scored
     rest = [i for i in chosen if i < 58]
     others = [i for i in range(58) if i not in chosen]
     assert min(scores[rest]) >= max(scores[others])
+
+
+def test_a_named_time_selects_and_cites_the_cubes_around_it(llm):
+    cfg, model = llm
+    acfg = copy.deepcopy(cfg.answer)
+    acfg.context_tokens, acfg.newest_cubes = 120, 2
+    a = Answerer(model, acfg)
+    mem = cubes(60)  # cube i spans [5i, 5i + 4.5]
+    assert named_span("between t=100s and t=160s ?") == (100.0, 160.0) and named_span("what now ?") is None
+    chosen, order, _ = a.select(mem, "What colour was the object that entered at t=152s ?")
+    fit = len(chosen)
+    assert order[0] == 30 and {58, 59} <= set(chosen)
+    near = sorted(chosen[:-2], key=lambda i: abs(5 * i + 2.25 - 152))
+    assert near[0] == 30 and max(abs(i - 30) for i in near) <= (fit - 2) // 2 + 1  # a block around the time
+    ans = a.answer(mem, "What colour was the object that entered at t=152s ?")
+    assert (ans.citations[0].start, ans.citations[0].end) == (150.0, 154.5)
 
 
 def test_answer_reports_citations_tokens_and_latency(llm):
@@ -68,3 +84,23 @@ def test_detokenize_joins_numbers_and_words():
     assert detokenize(["t", "=", "1", "2", "s"]) == "t=12s"
     assert detokenize(["red", "circle"]) == "red circle"
     assert detokenize(["7"]) == "7"
+
+
+def test_times_in_the_prompt_carry_their_value(llm):
+    cfg, model = llm
+    text = "What colour was the object that entered at t=12s ?"
+    plain = model.embed_ids(model.ids(text))
+    assert torch.equal(model.embed_text(text), plain)  # the time embedding starts at zero: nothing changes
+    trained = copy.deepcopy(model)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(trained.time_embed.proj.weight)
+    with torch.no_grad():
+        timed = trained.embed_text(text)
+        words = model.tokenizer.convert_ids_to_tokens(model.ids(text))
+        at = words.index("t")  # "t = 1 2 s" are the 5 tokens from here
+        assert torch.allclose(timed[at:at + 5], plain[at:at + 5] + trained.time_embed(12.0))
+        assert torch.equal(timed[:at], plain[:at]) and torch.equal(timed[at + 5:], plain[at + 5:])
+        # near times embed alike, far ones apart: what lets attention match a question's time to a cube's
+        e = [trained.time_embed(t) for t in (100.0, 101.0, 160.0)]
+        cos = torch.nn.functional.cosine_similarity
+        assert cos(e[0], e[1], dim=0) > cos(e[0], e[2], dim=0)

@@ -49,8 +49,8 @@ def test_checkpoint_reloads_to_identical_outputs(trained):
     with torch.no_grad():
         ca, cb = a_enc.encode_clip(frames), b_enc.encode_clip(frames)
         assert ca.starts == cb.starts and torch.equal(ca.tokens, cb.tokens)
-        pa = a_llm.prompt([(0.0, 1.0, ca.tokens[0])], a_llm.ids("How many objects are in view?"))
-        pb = b_llm.prompt([(0.0, 1.0, cb.tokens[0])], b_llm.ids("How many objects are in view?"))
+        pa = a_llm.prompt([(0.0, 1.0, ca.tokens[0])], "How many objects entered since t=3s?")
+        pb = b_llm.prompt([(0.0, 1.0, cb.tokens[0])], "How many objects entered since t=3s?")
         assert torch.equal(a_llm.lm(inputs_embeds=pa.embeds[None]).logits, b_llm.lm(inputs_embeds=pb.embeds[None]).logits)
 
 
