@@ -5,6 +5,26 @@ import argparse
 import sys
 
 
+def settings(pairs: list[str] | None) -> dict:
+    """`--set train.lr=5e-4 --set answer.context_tokens=160` -> nested config overrides (values read as YAML)."""
+    import yaml
+
+    out: dict = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise SystemExit(f"--set wants key.path=value, got {pair!r}")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+        if isinstance(node[leaf], str):  # YAML 1.1 reads 5e-4 (no dot) as text
+            with __import__("contextlib").suppress(ValueError):
+                node[leaf] = float(node[leaf])
+    return out
+
+
 def cmd_clip(args) -> int:
     """Run a synthetic camera clip through the streaming model, frame by frame, printing each cube as it closes."""
     from configs import load_config
@@ -37,9 +57,10 @@ def cmd_train(args) -> int:
     from configs import load_config
     from models.train import train
 
-    overrides = {"train": {k: v for k, v in (("steps", args.steps), ("max_minutes", args.minutes)) if v is not None}}
+    overrides = settings(args.set)
+    overrides.setdefault("train", {}).update({k: v for k, v in (("steps", args.steps), ("max_minutes", args.minutes)) if v is not None})
     cfg = load_config(args.config, overrides=overrides)
-    result = train(cfg, args.out, resume=args.resume)
+    result = train(cfg, args.out, resume=args.resume, init=args.init)
     print("final: " + " ".join(f"{k} {v:.4g}" for k, v in result.items()))
     return 0
 
@@ -52,7 +73,7 @@ def cmd_eval(args) -> int:
     from models.checkpoint import load_model
     from models.evaluate import METHODS, evaluate, table
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=settings(args.set))
     encoder, llm = load_model(cfg, args.checkpoint)
     first = cfg.train.train_seeds + 1000  # never trained on
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
@@ -223,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="default")
     p.add_argument("--out", required=True, help="checkpoint folder (written every train.save_every steps)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--init", help="fine-tune: start from this checkpoint folder's weights (fresh optimizer)")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--minutes", type=float, help="override train.max_minutes")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. train.lr=5e-4")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="QA accuracy, boundary F1 and compression on held-out synthetic worlds")
     p.add_argument("--config", default="default")
@@ -234,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=int, default=24, help="questions per world, asked at the stream's end")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. answer.context_tokens=160")
     p.set_defaults(func=cmd_eval)
     args = ap.parse_args(argv)
     return args.func(args)

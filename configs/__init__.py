@@ -103,7 +103,7 @@ class LLMConfig:
 @dataclass
 class AnswerConfig:
     """Question-conditioned selection (XComp) and decoding limits."""
-    context_tokens: int = 640  # LLM tokens the selected cubes may take (K tokens + their timestamp each)
+    context_tokens: int = 192  # LLM tokens the selected cubes may take (K tokens + timestamp each): about a training clip
     newest_cubes: int = 2  # always in the prompt: a question is most often about now
     window_cubes: int = 48  # XComp's local windows: cubes scored together in one pass
     max_question_tokens: int = 48

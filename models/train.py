@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from configs import Config
+from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM, build_tokenizer, time_text
@@ -32,6 +33,7 @@ from stream.synth import COLOURS, SHAPES, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
 ATTRIBUTES = [(c, s) for c in COLOURS for s in SHAPES]
+MIN_SHOWN = 4  # the fewest cubes a training prompt shows
 
 
 @dataclass
@@ -87,6 +89,17 @@ def tokenizer_corpus(cfg: Config, n_worlds: int = 60) -> list[str]:
     return texts
 
 
+def shown_cubes(cubes: list, q: Question, newest: int) -> list[int]:
+    """The cubes one question's prompt shows: picked by the Answerer's own rule from a random budget, with
+    the evidence scored above the rest (as a good selector would), so the LLM learns on the short, gappy
+    prompts it reads live rather than only on whole clips."""
+    spans = [(a, b) for a, b, _ in cubes]
+    t0, t1 = q.evidence_time
+    scores = torch.rand(len(spans)) + torch.tensor([float(a <= t1 and b >= t0) for a, b in spans])
+    fit = int(torch.randint(min(MIN_SHOWN, len(spans)), len(spans) + 1, ()))
+    return select_cubes(priority(spans, scores, named_span(q.text)), fit, newest)
+
+
 class AttributeProbe(torch.nn.Module):
     """Training-only head: which (colour, shape) pairs are in view at a cube's last frame, read from its tokens.
 
@@ -110,7 +123,8 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
         if probe is not None:
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
             attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
-        prompts = [llm.prompt(cubes, q.text) for q in clip.questions]
+        prompts = [llm.prompt([cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)], q.text)
+                   for q in clip.questions]
         qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
         z = out.cubing.logits[0, 1:]
         rate.append((out.cubing.p[0, 1:].mean() - 1.0 / cfg.cubing.trained_target_len) ** 2)
@@ -150,8 +164,11 @@ def noise_weight(cfg: Config, step: int) -> float:
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | None = None,
-          progress: bool = True) -> dict:
-    """Train `cfg` into `out_dir` (checkpoint + train_state.pt); returns the last step's losses and eval."""
+          progress: bool = True, init: str | Path | None = None) -> dict:
+    """Train `cfg` into `out_dir` (checkpoint + train_state.pt); returns the last step's losses and eval.
+
+    `init`: start from that checkpoint's weights (and tokenizer) with a fresh optimizer: fine-tuning.
+    """
     out_dir = Path(out_dir)
     tc = cfg.train
     steps = steps or tc.steps
@@ -161,6 +178,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     if resume and state_path.is_file():
         encoder, llm = load_model(cfg, out_dir)
         state = torch.load(state_path, weights_only=False)
+    elif init:
+        (encoder, llm), state = load_model(cfg, init), None
     else:
         encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))), None
     probe = AttributeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None

@@ -84,6 +84,7 @@ def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0
     log = _Log(world, t_now, max_age)
     out: list[Question] = []
     asked = dict.fromkeys((*slices, *kinds), 0)
+    asked_texts: set[str] = set()
     live = list(slices)
     while len(out) < n and live:
         # Keep slices and kinds even: ask the least-asked slice, trying the least-asked
@@ -91,8 +92,11 @@ def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0
         target = min(live, key=lambda s: (asked[s], rng.random()))
         for kind in sorted(kinds, key=lambda k: (asked[k], rng.random())):
             q = next(filter(None, (_ask(log, kind, target, rng) for _ in range(8))), None)
+            if q is not None and q.text in asked_texts:  # a thin log offers few questions: never the same twice
+                q = None
             if q is not None:
                 out.append(q)
+                asked_texts.add(q.text)
                 asked[target] += 1
                 asked[kind] += 1
                 break

@@ -153,3 +153,10 @@ def test_scoring():
     w = Question("When did a red circle last enter?", "t=100s", "when", (100.2, 101.2), "last_1m", 130.0, 100.2)
     assert is_correct(w, "t=102s") and is_correct(w, "t=98s") and not is_correct(w, "t=104s")
     assert not is_correct(w, "circle") and parse_time("t=12.5s") == 12.5 and format_time(99.6) == "t=100s"
+
+
+def test_no_question_twice_even_from_a_thin_log():
+    world = SynthWorld(seed=10007, width=64, height=64)
+    for t_now in (40.0, 300.0):
+        qs = make_questions(world, t_now, random.Random(10007), n=24)
+        assert len({q.text for q in qs}) == len(qs)

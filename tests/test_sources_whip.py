@@ -105,10 +105,13 @@ async def test_bearer_token():
     server.source("cam")
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{url}/cam", data="v=0\r\n", headers={"Content-Type": "application/sdp"}) as r:
-                assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-        pub = await Publisher(f"{url}/cam", token="s3cret").start()
-        await pub.stop()
+            for name in ("cam", "nobody"):  # without the token, a registered name and an unknown one look alike
+                async with http.post(f"{url}/{name}", data="v=0\r\n", headers={"Content-Type": "application/sdp"}) as r:
+                    assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+            pub = await Publisher(f"{url}/cam", token="s3cret").start()
+            async with http.delete(pub.location) as r:  # nor can anyone else end the session
+                assert r.status == 401
+            assert await pub.stop() == 200
     finally:
         await server.close()
 

@@ -59,8 +59,9 @@ class Publisher:
 
     async def stop(self) -> int:
         """DELETE the session (the WHIP way to end it), then close; returns the DELETE's status."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with aiohttp.ClientSession() as http:
-            async with http.delete(self.location) as r:
+            async with http.delete(self.location, headers=headers) as r:
                 status = r.status
         await self.pc.close()
         return status

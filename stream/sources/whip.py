@@ -109,12 +109,16 @@ class WhipServer:
         sessions, self._sessions = self._sessions, {}
         await asyncio.gather(*(pc.close() for _, pc in sessions.values()))
 
+    def _authorize(self, request: web.Request) -> None:
+        # before any lookup: without the token, a registered name and an unknown one must look the same
+        if self.cfg.token is not None and request.headers.get("Authorization") != f"Bearer {self.cfg.token}":
+            raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
+
     async def _publish(self, request: web.Request) -> web.Response:
+        self._authorize(request)
         source = self.sources.get(request.match_info["stream_id"])
         if source is None or source._closed:
             raise web.HTTPNotFound(text="no such stream\n")
-        if self.cfg.token is not None and request.headers.get("Authorization") != f"Bearer {self.cfg.token}":
-            raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="the offer must be Content-Type: application/sdp\n")
         offer = await self._read_offer(request)
@@ -155,6 +159,7 @@ class WhipServer:
                             headers={"Location": str(location)})
 
     async def _unpublish(self, request: web.Request) -> web.Response:
+        self._authorize(request)
         session = self._sessions.pop(request.match_info["session_id"], None)
         if session is None or session[0] != f"whip://{request.match_info['stream_id']}":
             raise web.HTTPNotFound(text="no such session\n")
