@@ -27,8 +27,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.ingest import Ingest
-from actors.worker import EncoderWorker, check_stream_id, load_models
 from configs import Config
+from stream.ids import check_stream_id
 from stream.sources import open_source
 
 CONTROLLER = "cubestream-controller"
@@ -40,6 +40,8 @@ class EncoderActor:
 
     def __init__(self, cfg: Config):
         import torch
+
+        from actors.worker import EncoderWorker, load_models
 
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
@@ -159,6 +161,7 @@ class LLMActor:
     def __init__(self, cfg: Config):
         import torch
 
+        from actors.worker import load_models
         from models.answerer import Answerer
 
         torch.set_num_threads(1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -29,19 +28,13 @@ import torch
 from configs import Config
 from models import CubeEncoder, StreamEncoder, StreamInputError
 from stream.codec import CodecError, packb, unpackb
+from stream.ids import check_stream_id
 from stream.memory import MemoryEntry, RejectedCube, RollingMemory, make_thumbnail
 from stream.snapshot import MemoryStore, SnapshotError, frame, records, write_atomic
 
 log = logging.getLogger(__name__)
 
-STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a file name: no slashes, no dot-dot
 ENCODER_STATE = "encoder.bin"  # beside the store's files, which it ignores
-
-
-def check_stream_id(stream_id) -> str:
-    if not isinstance(stream_id, str) or not STREAM_ID.fullmatch(stream_id):
-        raise ValueError(f"a stream id is 1-64 of [A-Za-z0-9_.-], starting with a letter or digit; got {stream_id!r}")
-    return stream_id
 
 
 @dataclass

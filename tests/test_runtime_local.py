@@ -232,3 +232,13 @@ def test_cli_add_streams_ask(service, synth, capsys):
     assert main(["ask", *common, synth, "what colour is the square ?"]) == 0
     assert "cited t=" in capsys.readouterr().out
     Client(service.url, service.token).remove("cli")
+
+
+def test_ingest_and_controller_processes_do_not_load_torch():
+    """Ray imports actors/runtime.py in every actor's process: one per camera must stay small (no torch)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, actors.runtime; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
