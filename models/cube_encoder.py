@@ -25,6 +25,7 @@ class ClipCubes:
     tokens: torch.Tensor  # [num_cubes, K, out_dim]
     scores: list[float]  # boundary probability that closed each cube (1.0 where forced, or the clip's end)
     cubing: CubingOutput  # for the training losses
+    features: torch.Tensor  # [T, P, D] frame tokens after the temporal encoder, for training probes
 
 
 class CubeEncoder(nn.Module):
@@ -57,4 +58,4 @@ class CubeEncoder(nn.Module):
         tokens = self.resampler([gated[0, s:e] for s, e in zip(starts, ends)])
         p = cub.p[0]
         scores = [p[e].item() if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
-        return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub)
+        return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub, features=feats[0])

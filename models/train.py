@@ -5,8 +5,9 @@ streaming model (the same causal cubing rule that runs live, with annealed Gumbe
 cube in the prompt with its timestamp, and asks questions generated from the world's log about that
 clip. Losses: the answers' cross-entropy; a rate term holding the mean cube length at its target;
 Quicksviewer's 0.001 * mean |z|; and, since the world knows its truth, two supervised terms: where events
-begin (the boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe) and which
-objects each cube shows (a training-only probe, `train.attribute_weight`).
+begin (the boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe), which
+objects each cube shows (a training-only probe, `train.attribute_weight`), and which object is centred in
+each region of each frame (a dense training-only probe on the frame tokens, `train.region_weight`).
 
 Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
 """
@@ -43,6 +44,7 @@ class Clip:
     questions: list[Question]
     boundaries: torch.Tensor  # [T] 1.0 where an event begins since the previous frame
     attributes: torch.Tensor  # [T, A] multi-hot of the (colour, shape) pairs in view at each frame
+    regions: torch.Tensor  # [T, P] long: 1 + the ATTRIBUTES index of the object centred in each token's region, 0 none
 
 
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
@@ -65,11 +67,14 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         if 0 < i < n:
             b[i] = 1.0
     frames = torch.as_tensor(np.stack([world.frame_at(t) for t in times]))
-    attrs = torch.zeros(n, len(ATTRIBUTES))
+    g = cfg.vision.image_size // cfg.vision.patch_size // cfg.vision.pool  # the frame tokens' grid, row-major
+    attrs, regions = torch.zeros(n, len(ATTRIBUTES)), torch.zeros(n, g * g, dtype=torch.long)
     for i, t in enumerate(times):
         for o in world.objects_at(t):
             attrs[i, ATTRIBUTES.index((o.colour, o.shape))] = 1.0
-    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs)
+            if 0 <= o.x < 1 and 0 <= o.y < 1:
+                regions[i, int(o.y * g) * g + int(o.x * g)] = 1 + ATTRIBUTES.index((o.colour, o.shape))
+    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs, regions=regions)
 
 
 def clip_cubes(encoder: CubeEncoder, clip: Clip, noise: float):
@@ -115,14 +120,31 @@ class AttributeProbe(torch.nn.Module):
         return self.head(tokens).amax(dim=1)
 
 
+class RegionProbe(torch.nn.Module):
+    """Training-only head: which (colour, shape) object, if any, is centred in each frame token's region.
+
+    Cube-level signals (QA, the attribute probe) say little about shape, which the tower then never
+    learns (every shape answer came out "triangle"); this dense one reaches every frame token.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head = torch.nn.Linear(dim, 1 + len(ATTRIBUTES))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [T, P, D] -> [T, P, 1 + A] logits
+        return self.head(features)
+
+
 def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float,
-           probe: AttributeProbe | None = None) -> dict:
-    qa, rate, bnd, zpen, attr = [], [], [], [], []
+           probe: AttributeProbe | None = None, region_probe: RegionProbe | None = None) -> dict:
+    qa, rate, bnd, zpen, attr, region = [], [], [], [], [], []
     for clip in clips:
         out, cubes = clip_cubes(encoder, clip, noise)
         if probe is not None:
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
             attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
+        if region_probe is not None:
+            region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), clip.regions.flatten()))
         prompts = [llm.prompt([cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)], q.text)
                    for q in clip.questions]
         qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
@@ -137,6 +159,9 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
     if attr:
         parts["attributes"] = mean(attr)
         parts["total"] = parts["total"] + cfg.train.attribute_weight * parts["attributes"]
+    if region:
+        parts["regions"] = mean(region)
+        parts["total"] = parts["total"] + cfg.train.region_weight * parts["regions"]
     return parts
 
 
@@ -183,10 +208,13 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     else:
         encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))), None
     probe = AttributeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None
-    if probe is not None and state and "probe" in state:
+    if probe is not None and state and state.get("probe"):
         probe.load_state_dict(state["probe"])
+    region_probe = RegionProbe(encoder.dim) if tc.region_weight > 0 else None
+    if region_probe is not None and state and state.get("region_probe"):
+        region_probe.load_state_dict(state["region_probe"])
     encoder.train(), llm.train()
-    params = [p for m in (encoder, llm, probe) if m is not None for p in m.parameters() if p.requires_grad]
+    params = [p for m in (encoder, llm, probe, region_probe) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     start = 0
@@ -201,6 +229,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         save_checkpoint(out_dir, encoder, llm)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "probe": probe.state_dict() if probe is not None else None,
+                    "region_probe": region_probe.state_dict() if region_probe is not None else None,
                     "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "best": best}, state_path)
 
     worlds: dict = {}
@@ -210,7 +239,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
     for step in bar:
         clips = [sample_clip(cfg, rng, (0, tc.train_seeds), worlds) for _ in range(tc.clips_per_step)]
-        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step), probe)
+        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step), probe, region_probe)
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
