@@ -15,6 +15,7 @@ holds, and goes on after the memory's last cube in index and in time.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import shutil
@@ -65,6 +66,7 @@ class EncoderWorker:
 
     def __init__(self, model: CubeEncoder, cfg: Config, device: str = "cpu"):
         self.encoder = StreamEncoder(model, device)
+        self.model_id = model_id(model)
         self.cfg = cfg
         self.root = Path(cfg.runtime.snapshot_dir).expanduser()
         self.streams: dict[str, _Stream] = {}
@@ -84,6 +86,10 @@ class EncoderWorker:
 
     def _restore_encoder(self, stream_id: str, store: MemoryStore, memory: RollingMemory) -> None:
         state = self._read_state(store)
+        if state is not None and state.pop("model", None) != self.model_id:
+            # another model's recurrent state can have the very same shapes: it would be read as garbage
+            log.warning("%s: the saved encoder state is another model's; the stream's encoder starts afresh", store.dir)
+            state = None
         if state is not None:
             try:
                 self.encoder.set_state(stream_id, state)
@@ -114,7 +120,8 @@ class EncoderWorker:
 
     def _save_state(self, stream_id: str) -> None:
         s = self.streams[stream_id]
-        write_atomic(s.store.dir / ENCODER_STATE, frame(packb(self.encoder.get_state(stream_id))))
+        state = self.encoder.get_state(stream_id) | {"model": self.model_id}
+        write_atomic(s.store.dir / ENCODER_STATE, frame(packb(state)))
         s.since_state = 0
 
     def remove_stream(self, stream_id: str, forget: bool = True) -> None:
@@ -209,6 +216,15 @@ class EncoderWorker:
             return self.streams[stream_id]
         except KeyError:
             raise KeyError(f"unknown stream {stream_id!r}") from None
+
+
+def model_id(model: torch.nn.Module) -> str:
+    """A fingerprint of the weights, saved with each stream's encoder state."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_models(cfg) -> tuple[CubeEncoder, "object"]:

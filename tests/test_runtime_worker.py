@@ -124,3 +124,21 @@ def test_bad_frame_is_refused_alone(model, tmp_path):
 def test_stream_ids_are_safe_file_names(model, tmp_path, bad):
     with pytest.raises(ValueError):
         EncoderWorker(model, config(tmp_path)).add_stream(bad)
+
+
+def test_another_models_encoder_state_is_not_reused(model, tmp_path, caplog):
+    cfg = config(tmp_path)
+    w = EncoderWorker(model, cfg)
+    w.add_stream("a")
+    run(w, "a", range(30))
+    before = w.timeline("a")
+    w.remove_stream("a", forget=False)
+    other = CubeEncoder(cfg).eval()  # the same shapes, other weights: a new checkpoint
+    w2 = EncoderWorker(other, cfg)
+    w2.add_stream("a")
+    assert "another model's" in caplog.text
+    assert w2.timeline("a") == before  # the memory stays
+    assert w2.encoder.streams["a"].next_index == len(before)  # the encoder goes on after it
+    caplog.clear()
+    w3 = EncoderWorker(model, cfg)  # the model that saved it: taken, and resumes exactly
+    assert w3.add_stream("a") == 29 * 0.5 and "another model's" not in caplog.text
