@@ -5,11 +5,12 @@ the closed cubes go into a `RollingMemory` under the profile's token budget, and
 through the `Answerer`. Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
 against the true event times (1 s tolerance), mean frames per cube, tokens kept per frame and the
 compression against the vision tower's per-frame patch tokens. Boundaries are the head's own decisions:
-a cube closed by max_len (a quiet stretch cut to bound memory granularity) claims no event. Baselines use the same trained weights
-and the same token budget:
+a cube closed by max_len (a quiet stretch cut to bound memory granularity) claims no event. Baselines use the same trained weights,
+the same memory and prompt budgets, and the same tokens per frame as the adaptive run: L is its mean
+frames per cube, rounded (the profile's `target_len` when adaptive is not run):
 
-- fixed:   cubes of exactly `target_len` frames (min_len = max_len);
-- uniform: one frame in every `target_len`, each its own cube (uniform frame sampling);
+- fixed:   cubes of exactly L frames (min_len = max_len);
+- uniform: one frame in every L, each its own cube (uniform frame sampling);
 - recent:  adaptive cubes, but the LLM sees only the newest cubes that fit (no selection).
 """
 from __future__ import annotations
@@ -88,15 +89,13 @@ def stream_world(encoder: StreamEncoder, world: SynthWorld, seconds: float, ever
 
 def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], seconds: float,
              questions: int = 24, methods: tuple[str, ...] = METHODS, log=print) -> dict:
-    target = round(cfg.cubing.target_len)
-    fixed_cfg = copy.deepcopy(cfg)
-    fixed_cfg.cubing.min_len = fixed_cfg.cubing.max_len = target
-    one_cfg = copy.deepcopy(cfg)
-    one_cfg.cubing.min_len = one_cfg.cubing.max_len = 1
     results = {}
     patch_tokens = encoder.vision.grid**2
-    for method in methods:
-        enc_cfg = {"fixed": fixed_cfg, "uniform": one_cfg}.get(method, cfg)
+    for method in sorted(methods, key=lambda m: m != "adaptive"):  # adaptive first: the baselines match its rate
+        target = max(1, round(results["adaptive"]["frames_per_cube"] if "adaptive" in results else cfg.cubing.target_len))
+        enc_cfg = copy.deepcopy(cfg)
+        if method in ("fixed", "uniform"):
+            enc_cfg.cubing.min_len = enc_cfg.cubing.max_len = target if method == "fixed" else 1
         model = CubeEncoder(enc_cfg).eval()  # same weights; only the cubing rule's limits differ
         model.load_state_dict(encoder.state_dict())
         answer_cfg = copy.deepcopy(cfg.answer)
