@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -20,7 +21,7 @@ def settings(pairs: list[str] | None) -> dict:
             node = node.setdefault(k, {})
         node[leaf] = yaml.safe_load(value)
         if isinstance(node[leaf], str):  # YAML 1.1 reads 5e-4 (no dot) as text
-            with __import__("contextlib").suppress(ValueError):
+            with contextlib.suppress(ValueError):
                 node[leaf] = float(node[leaf])
     return out
 

@@ -341,7 +341,8 @@ class Controller:
         # nothing: ray.kill or a crash fails the calls in flight (even with ActorDiedError) while Ray
         # restarts it in place, and its streams re-attach on their next frame.
         if self.cfg.runtime.encoder_gpus > 0:
-            alive = {n["NodeID"] for n in await asyncio.to_thread(ray.nodes) if n["Alive"]}
+            nodes = await self._bounded(asyncio.to_thread(ray.nodes), timeout=self.cfg.runtime.health_interval * 5)
+            alive = {n["NodeID"] for n in nodes if n["Alive"]}
             self.dead.update(i for i, node in enumerate(self.encoder_nodes) if node not in alive)
         for sid, s in list(self.streams.items()):
             try:
