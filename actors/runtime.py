@@ -325,7 +325,8 @@ class Controller:
         return self.encoders[self._get(stream_id).encoder]
 
     async def placement(self) -> dict:
-        return {"encoder_nodes": self.encoder_nodes, "dead": sorted(self.dead),
+        return {"controller_node": ray.get_runtime_context().get_node_id(),
+                "encoder_nodes": self.encoder_nodes, "dead": sorted(self.dead),
                 "streams": {sid: s.encoder for sid, s in self.streams.items()}}
 
     # -- health -------------------------------------------------------------------------------------
@@ -381,8 +382,10 @@ class Controller:
 
 def start_controller(cfg: Config, name: str = CONTROLLER):
     """Create the controller (named, detached from nothing: it lives as long as the driver) and wait for it."""
-    # on the driver's node: the controller must not go down with a worker node
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000, scheduling_strategy=here).remote(cfg)
+    # On the head node: the controller must not go down with a worker node (the head going down takes the
+    # cluster with it). Not "the driver's node": a driver on a host running several raylets (a test's
+    # cluster_utils.Cluster) may be attached to any of them.
+    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000,
+                                    resources={"node:__internal_head__": 0.001}).remote(cfg)
     ray.get(controller.ready.remote(), timeout=max(120.0, cfg.runtime.request_timeout))
     return controller
