@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from configs import AnswerConfig
-from models.llm import TIME_WORD, CubeLLM, time_text
+from models.llm import CubeLLM, time_text
+from stream.timefmt import TIME_WORD
 
 
 def named_span(question: str) -> tuple[float, float] | None:

@@ -1,4 +1,4 @@
-"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding) and `llm/` (a Hugging Face
+"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding, pointer) and `llm/` (a Hugging Face
 causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
     tensors |= {f"time_embed.{k}": v for k, v in llm.time_embed.state_dict().items()}
+    tensors |= {f"pointer.{k}": v for k, v in llm.pointer.state_dict().items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
@@ -53,4 +54,6 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     llm.projector.load_state_dict({k.removeprefix("projector."): v for k, v in tensors.items() if k.startswith("projector.")})
     if time := {k.removeprefix("time_embed."): v for k, v in tensors.items() if k.startswith("time_embed.")}:
         llm.time_embed.load_state_dict(time)  # absent from older checkpoints: it stays zero, as they were trained
+    if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
+        llm.pointer.load_state_dict(pointer)  # absent from older checkpoints, whose LLM never answers POINTER
     return encoder.eval(), llm.eval()

@@ -9,13 +9,17 @@ prompt writes (a cube's timestamp, a time the question names) also carries a `Ti
 value on its tokens: matching "entered at t=178s" to the cube stamped t=177s is then one dot product of
 smooth features in one attention layer, where digit strings alone need a multi-token match that a small
 LLM learns slowly. It starts at zero, so a checkpoint without it (or a fresh pretrained LLM) is unchanged.
+
+"When" is answered by pointing, not by writing digits: the answer is the token `[CUBE]`, and a
+`CubePointer` picks which cube of the prompt it means; the answer text gets that cube's time. A small LLM
+copies a multi-digit stamp from hundreds of tokens back badly (it scored 0% on "when"); picking a cube is
+one softmax over the prompt's cubes, and the time is then written exactly.
 The default LLM is tiny and trained here with a word-level tokenizer of its own; a real profile loads
 any local causal LM and its tokenizer with `from_pretrained`.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -25,9 +29,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from configs import Config
+from stream.timefmt import TIME_WORD, format_time
 
 SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
-TIME_WORD = re.compile(r"\bt\s*=\s*(\d+(?:\.\d+)?)\s*s\b")  # how prompts, questions and answers write a time
+POINTER = "[CUBE]"  # an answer token: "the time of the cube the pointer picks"
 
 
 def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -52,7 +57,7 @@ def detokenize(pieces: list[str]) -> str:
 
 def time_text(start: float) -> str:
     """A cube's timestamp, written as questions and answers write times (t=123s)."""
-    return f"t={round(start)}s :"
+    return f"{format_time(start)} :"
 
 
 class TimeEmbedding(nn.Module):
@@ -75,6 +80,20 @@ class Prompt:
     embeds: torch.Tensor  # [L, H]
     cube_spans: list[tuple[int, int]]  # positions of each cube's K tokens
     question_span: tuple[int, int]
+    cube_starts: list[float]  # each cube's start time (s): what a pointed answer writes
+
+
+class CubePointer(nn.Module):
+    """A pointer network's attention over the prompt's cubes: the hidden state that begins the answer (at the
+    prompt's last position) against each cube's mean hidden state, both from the LLM's last layer."""
+
+    def __init__(self, width: int, dim: int = 64):
+        super().__init__()
+        self.query, self.key = nn.Linear(width, dim), nn.Linear(width, dim)
+
+    def forward(self, hidden: torch.Tensor, prompt: Prompt) -> torch.Tensor:  # hidden [L, H] -> [n_cubes] logits
+        keys = torch.stack([hidden[a:b].mean(0) for a, b in prompt.cube_spans])
+        return self.key(keys) @ self.query(hidden[len(prompt.embeds) - 1]) / self.key.out_features**0.5
 
 
 class CubeLLM(nn.Module):
@@ -86,12 +105,16 @@ class CubeLLM(nn.Module):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(c.pretrained)
         if tokenizer is None:
             raise ValueError("CubeLLM needs a tokenizer: llm.pretrained, a checkpoint, or build_tokenizer()")
+        if POINTER not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [POINTER]})
         if lm is None:
             lm = AutoModelForCausalLM.from_config(Qwen2Config(
                 vocab_size=len(tokenizer), hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
                 num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_heads,
                 max_position_embeddings=c.max_positions, tie_word_embeddings=True,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id), attn_implementation="eager")
+        if lm.get_input_embeddings().num_embeddings < len(tokenizer):  # a checkpoint or LM from before POINTER
+            lm.resize_token_embeddings(len(tokenizer))
         self.tokenizer, self.lm = tokenizer, lm
         if c.frozen:
             self.lm.requires_grad_(False)
@@ -99,6 +122,7 @@ class CubeLLM(nn.Module):
         # Quicksviewer's projector: cube tokens (resampler width) -> LLM embeddings.
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
         self.time_embed = TimeEmbedding(width)
+        self.pointer = CubePointer(width)
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -130,10 +154,12 @@ class CubeLLM(nn.Module):
             pos += len(head) + len(projected[i])
         q = self.embed_text(f"question : {question} answer :")
         parts.append(q)
-        return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)))
+        return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)),
+                      cube_starts=[c[0] for c in cubes])
 
-    def loss(self, prompts: list[Prompt], answers: list[str]) -> torch.Tensor:
-        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch."""
+    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[int | None] | None = None) -> torch.Tensor:
+        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for an
+        answer that is POINTER, the index of the prompt's cube it means (the pointer's cross-entropy is added)."""
         seqs, labels = [], []
         for p, a in zip(prompts, answers):
             a_ids = self.ids(a) + [self.tokenizer.eos_token_id]
@@ -143,8 +169,14 @@ class CubeLLM(nn.Module):
         embeds = torch.stack([F.pad(s, (0, 0, 0, L - len(s))) for s in seqs])
         mask = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s in seqs], device=embeds.device)
         target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=mask).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+        rows = [(i, t) for i, t in enumerate(pointed or []) if t is not None]
+        if rows:
+            logits = [self.pointer(out.hidden_states[-1][i], prompts[i]) for i, _ in rows]
+            loss = loss + torch.stack([F.cross_entropy(z[None].float(), torch.tensor([t], device=z.device))
+                                       for z, (_, t) in zip(logits, rows)]).mean()
+        return loss
 
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:
@@ -153,7 +185,16 @@ class CubeLLM(nn.Module):
                                device=prompt.embeds.device), max_new_tokens=max_new_tokens, do_sample=False,
                                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         ids = [i for i in out[0].tolist() if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)]
-        return detokenize(self.tokenizer.convert_ids_to_tokens(ids)), len(out[0])
+        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+        if POINTER in pieces and prompt.cube_spans:
+            pieces = [format_time(prompt.cube_starts[self.point(prompt)]) if p == POINTER else p for p in pieces]
+        return detokenize(pieces), len(out[0])
+
+    @torch.no_grad()
+    def point(self, prompt: Prompt) -> int:
+        """The index of the prompt's cube that a POINTER answer means."""
+        hidden = self.lm(inputs_embeds=prompt.embeds[None], output_hidden_states=True).hidden_states[-1][0]
+        return int(self.pointer(hidden, prompt).argmax())
 
     @torch.no_grad()
     def attention_scores(self, prompt: Prompt) -> torch.Tensor:

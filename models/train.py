@@ -3,10 +3,10 @@
 Each step draws clips (a world seed, an end time), encodes each clip with the parallel form of the
 streaming model (the same causal cubing rule that runs live, with annealed Gumbel noise), puts every
 cube in the prompt with its timestamp, and asks questions generated from the world's log about that
-clip. Losses: the answers' cross-entropy; a rate term holding the mean cube length at its target;
-Quicksviewer's 0.001 * mean |z|; and, since the world knows its truth, two supervised terms: where events
-begin (the boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe), which
-objects each cube shows (a training-only probe, `train.attribute_weight`), and which object is centred in
+clip. Losses: the answers' cross-entropy (a "when" answer is POINTER, plus the pointer's choice of cube);
+a rate term holding the mean cube length at its target; Quicksviewer's 0.001 * mean |z|; and, since the
+world knows its truth, supervised terms: where events begin (the boundary head, `train.boundary_weight`;
+0 gives Quicksviewer's unsupervised recipe), which objects each cube shows (a training-only probe, `train.attribute_weight`), and which object is centred in
 each region of each frame (a dense training-only probe on the frame tokens, `train.region_weight`).
 
 Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
@@ -28,7 +28,7 @@ from configs import Config
 from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
-from models.llm import CubeLLM, build_tokenizer, time_text
+from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from stream.questions import Question, is_correct, make_questions
 from stream.synth import COLOURS, SHAPES, SynthWorld
 
@@ -105,6 +105,14 @@ def shown_cubes(cubes: list, q: Question, newest: int) -> list[int]:
     return select_cubes(priority(spans, scores, named_span(q.text)), fit, newest)
 
 
+def answer_target(q: Question, cubes: list) -> tuple[str, int | None]:
+    """What the LLM learns to answer, and for a time answer the shown cube it points at: the one whose
+    start (the time it will write) is nearest the true time, the later on a tie."""
+    if q.answer_time is None:
+        return q.answer, None
+    return POINTER, min(range(len(cubes)), key=lambda i: (abs(cubes[i][0] - q.answer_time), -i))
+
+
 class AttributeProbe(torch.nn.Module):
     """Training-only head: which (colour, shape) pairs are in view at a cube's last frame, read from its tokens.
 
@@ -145,9 +153,10 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
             attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
         if region_probe is not None:
             region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), clip.regions.flatten()))
-        prompts = [llm.prompt([cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)], q.text)
-                   for q in clip.questions]
-        qa.append(llm.loss(prompts, [q.answer for q in clip.questions]))
+        shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)] for q in clip.questions]
+        prompts = [llm.prompt(s, q.text) for s, q in zip(shown, clip.questions)]
+        targets = [answer_target(q, s) for s, q in zip(shown, clip.questions)]
+        qa.append(llm.loss(prompts, [a for a, _ in targets], [i for _, i in targets]))
         z = out.cubing.logits[0, 1:]
         rate.append((out.cubing.p[0, 1:].mean() - 1.0 / cfg.cubing.trained_target_len) ** 2)
         bnd.append(F.binary_cross_entropy_with_logits(z[:, 1] - z[:, 0], clip.boundaries[1:]))

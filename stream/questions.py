@@ -20,10 +20,10 @@ from __future__ import annotations
 import bisect
 import math
 import random
-import re
 from dataclasses import dataclass
 
 from stream.synth import ENTER_S, Event, SynthWorld
+from stream.timefmt import format_time, parse_time
 
 KINDS = ("shape", "colour", "count", "order", "present", "when")
 SLICES = ("last_10s", "last_1m", "last_10m", "older")
@@ -41,15 +41,6 @@ class Question:
     age_slice: str  # one of SLICES: how long before `asked_at` the evidence begins
     asked_at: float  # t_now
     answer_time: float | None = None  # "when" questions: the exact true time
-
-
-def format_time(t: float) -> str:
-    return f"t={round(t)}s"
-
-
-def parse_time(s: str) -> float | None:
-    m = re.fullmatch(r"\s*t\s*=\s*(\d+(?:\.\d+)?)\s*s?\s*", s)
-    return float(m.group(1)) if m else None
 
 
 def age_slice(age: float) -> str:

@@ -6,7 +6,7 @@ import torch
 
 from configs import load_config
 from models.answerer import Answerer, QuestionError, named_span
-from models.llm import CubeLLM, build_tokenizer, detokenize
+from models.llm import POINTER, CubeLLM, build_tokenizer, detokenize
 from stream.cube import Cube
 
 
@@ -104,3 +104,37 @@ def test_times_in_the_prompt_carry_their_value(llm):
         e = [trained.time_embed(t) for t in (100.0, 101.0, 160.0)]
         cos = torch.nn.functional.cosine_similarity
         assert cos(e[0], e[1], dim=0) > cos(e[0], e[2], dim=0)
+
+
+def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
+    """Trained on prompts where one cube is marked, the LLM answers POINTER and the pointer picks the marked
+    cube: the answer is that cube's time, written exactly (no digits generated)."""
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"llm": {"num_layers": 2}})
+    tok = build_tokenizer(["When did a red circle last enter ?", "question answer"])
+    assert POINTER not in tok.get_vocab()
+    model = CubeLLM(cfg, tokenizer=tok)  # a tokenizer from before the pointer: it gets the token, the LM a row
+    assert model.lm.get_input_embeddings().num_embeddings == len(tok) and model.ids(POINTER) == [len(tok) - 1]
+    mark = torch.randn(128)
+
+    def example(g):
+        n = int(torch.randint(3, 8, (), generator=g))
+        marked = int(torch.randint(0, n, (), generator=g))
+        starts = (torch.rand(n, generator=g) * 50).cumsum(0) + 3.0
+        cubes = [(float(s), float(s) + 2, torch.randn(4, 128, generator=g) + 3 * mark * (i == marked))
+                 for i, s in enumerate(starts)]
+        return model.prompt(cubes, "When did a red circle last enter ?"), marked, float(starts[marked])
+
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        batch = [example(g) for _ in range(8)]
+        loss = model.loss([p for p, _, _ in batch], [POINTER] * 8, [m for _, m, _ in batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tests = [example(torch.Generator().manual_seed(100 + i)) for i in range(20)]
+    answers = [model.generate(p, 4)[0] for p, _, _ in tests]
+    right = sum(a == f"t={round(start)}s" for a, (_, _, start) in zip(answers, tests))
+    assert right >= 18, answers

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from stream.questions import KINDS, SLICES, Question, format_time, is_correct, make_questions, parse_time
+from stream.questions import KINDS, SLICES, Question, is_correct, make_questions
+from stream.timefmt import format_time, parse_time
 from stream.synth import COLOURS, SHAPES, SynthWorld
 
 from tests.test_synth import replay

@@ -52,6 +52,9 @@ def test_checkpoint_reloads_to_identical_outputs(trained):
         pa = a_llm.prompt([(0.0, 1.0, ca.tokens[0])], "How many objects entered since t=3s?")
         pb = b_llm.prompt([(0.0, 1.0, cb.tokens[0])], "How many objects entered since t=3s?")
         assert torch.equal(a_llm.lm(inputs_embeds=pa.embeds[None]).logits, b_llm.lm(inputs_embeds=pb.embeds[None]).logits)
+        # the pointer (how "when" is answered) is saved too: two loads point alike, an unsaved one would not
+        hidden = a_llm.lm(inputs_embeds=pa.embeds[None], output_hidden_states=True).hidden_states[-1][0]
+        assert torch.equal(a_llm.pointer(hidden, pa), b_llm.pointer(hidden, pb))
 
 
 def test_resume_is_deterministic(tmp_path):
