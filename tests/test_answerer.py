@@ -76,7 +76,10 @@ def test_answer_reports_citations_tokens_and_latency(llm):
     assert ans.citations and len(ans.citations) <= cfg.answer.citations
     spans = {(c.start, c.end) for c in mem}
     assert all((c.start, c.end) in spans for c in ans.citations)
-    assert [c.score for c in ans.citations] == sorted((c.score for c in ans.citations), reverse=True)
+    # citations follow priority: the cube around the named time first, then the others by score
+    assert ans.citations[0].start <= 12 <= ans.citations[0].end
+    rest = [c.score for c in ans.citations[1:]]
+    assert rest == sorted(rest, reverse=True)
     assert ans.tokens_used > 8 * 4 and ans.latency_s > 0 and ans.cubes_used == 8
 
 
