@@ -14,6 +14,7 @@ LLM learns slowly. It starts at zero, so a checkpoint without it (or a fresh pre
 `CubePointer` picks which cube of the prompt it means; the answer text gets that cube's time. A small LLM
 copies a multi-digit stamp from hundreds of tokens back badly (it scored 0% on "when"); picking a cube is
 one softmax over the prompt's cubes, and the time is then written exactly.
+
 The default LLM is tiny and trained here with a word-level tokenizer of its own; a real profile loads
 any local causal LM and its tokenizer with `from_pretrained`.
 """
@@ -181,20 +182,18 @@ class CubeLLM(nn.Module):
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:
         """Greedy decoding; returns the answer text and how many tokens it took."""
+        # the prompt's hidden states come back with the tokens: a POINTER answer is resolved without a second pass
         out = self.lm.generate(inputs_embeds=prompt.embeds[None], attention_mask=torch.ones(1, len(prompt.embeds), dtype=torch.long,
                                device=prompt.embeds.device), max_new_tokens=max_new_tokens, do_sample=False,
-                               pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        ids = [i for i in out[0].tolist() if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)]
-        pieces = self.tokenizer.convert_ids_to_tokens(ids)
+                               pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                               return_dict_in_generate=True, output_hidden_states=True)
+        tokens = out.sequences[0].tolist()
+        pieces = self.tokenizer.convert_ids_to_tokens(
+            [i for i in tokens if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)])
         if POINTER in pieces and prompt.cube_spans:
-            pieces = [format_time(prompt.cube_starts[self.point(prompt)]) if p == POINTER else p for p in pieces]
-        return detokenize(pieces), len(out[0])
-
-    @torch.no_grad()
-    def point(self, prompt: Prompt) -> int:
-        """The index of the prompt's cube that a POINTER answer means."""
-        hidden = self.lm(inputs_embeds=prompt.embeds[None], output_hidden_states=True).hidden_states[-1][0]
-        return int(self.pointer(hidden, prompt).argmax())
+            cube = int(self.pointer(out.hidden_states[0][-1][0], prompt).argmax())  # first step: the prompt, last layer
+            pieces = [format_time(prompt.cube_starts[cube]) if p == POINTER else p for p in pieces]
+        return detokenize(pieces), len(tokens)
 
     @torch.no_grad()
     def attention_scores(self, prompt: Prompt) -> torch.Tensor:
