@@ -117,13 +117,25 @@ class CubeLLM(nn.Module):
         if lm.get_input_embeddings().num_embeddings < len(tokenizer):  # a checkpoint or LM from before POINTER
             lm.resize_token_embeddings(len(tokenizer))
         self.tokenizer, self.lm = tokenizer, lm
+        self.partly_trained: list[nn.Parameter] = []  # frozen matrices of which one row trains: no weight decay
         if c.frozen:
             self.lm.requires_grad_(False)
+            self._train_pointer_row()
         width = lm.get_input_embeddings().embedding_dim
         # Quicksviewer's projector: cube tokens (resampler width) -> LLM embeddings.
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
         self.time_embed = TimeEmbedding(width)
         self.pointer = CubePointer(width)
+
+    def _train_pointer_row(self) -> None:
+        """A frozen LM must still learn to read and write POINTER, a token it never saw: its embedding row (and
+        output row, where untied) train and the rest of each matrix stays as loaded (LLaVA's new image tokens)."""
+        rows = torch.zeros(len(self.tokenizer), 1)
+        rows[self.tokenizer.convert_tokens_to_ids(POINTER)] = 1.0
+        for weight in {id(w): w for w in (self.lm.get_input_embeddings().weight, self.lm.get_output_embeddings().weight)}.values():
+            weight.requires_grad_(True)
+            weight.register_hook(lambda grad: grad * rows.to(grad))
+            self.partly_trained.append(weight)
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -44,7 +44,17 @@ class Clip:
     questions: list[Question]
     boundaries: torch.Tensor  # [T] 1.0 where an event begins since the previous frame
     attributes: torch.Tensor  # [T, A] multi-hot of the (colour, shape) pairs in view at each frame
-    regions: torch.Tensor  # [T, P] long: 1 + the ATTRIBUTES index of the object centred in each token's region, 0 none
+    objects: list[list[tuple[float, float, int]]]  # each frame's objects in view: (x, y) in [0, 1), ATTRIBUTES index
+
+
+def region_targets(clip: Clip, grid: int) -> torch.Tensor:
+    """[T, grid^2] long: 1 + the ATTRIBUTES index of the object centred in each region of the frame tokens'
+    row-major grid (the vision tower's, which a pretrained tower decides), 0 none."""
+    regions = torch.zeros(len(clip.objects), grid * grid, dtype=torch.long)
+    for i, frame in enumerate(clip.objects):
+        for x, y, a in frame:
+            regions[i, int(y * grid) * grid + int(x * grid)] = 1 + a
+    return regions
 
 
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
@@ -67,14 +77,13 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         if 0 < i < n:
             b[i] = 1.0
     frames = torch.as_tensor(np.stack([world.frame_at(t) for t in times]))
-    g = cfg.vision.image_size // cfg.vision.patch_size // cfg.vision.pool  # the frame tokens' grid, row-major
-    attrs, regions = torch.zeros(n, len(ATTRIBUTES)), torch.zeros(n, g * g, dtype=torch.long)
+    attrs, objects = torch.zeros(n, len(ATTRIBUTES)), []
     for i, t in enumerate(times):
-        for o in world.objects_at(t):
-            attrs[i, ATTRIBUTES.index((o.colour, o.shape))] = 1.0
-            if 0 <= o.x < 1 and 0 <= o.y < 1:
-                regions[i, int(o.y * g) * g + int(o.x * g)] = 1 + ATTRIBUTES.index((o.colour, o.shape))
-    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs, regions=regions)
+        in_view = [(o.x, o.y, ATTRIBUTES.index((o.colour, o.shape))) for o in world.objects_at(t)]
+        for _, _, a in in_view:
+            attrs[i, a] = 1.0
+        objects.append([(x, y, a) for x, y, a in in_view if 0 <= x < 1 and 0 <= y < 1])
+    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs, objects=objects)
 
 
 def clip_cubes(encoder: CubeEncoder, clip: Clip, noise: float):
@@ -152,7 +161,8 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
             attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
         if region_probe is not None:
-            region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), clip.regions.flatten()))
+            grid = math.isqrt(out.features.shape[1])
+            region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten()))
         shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)] for q in clip.questions]
         prompts = [llm.prompt(s, q.text) for s, q in zip(shown, clip.questions)]
         targets = [answer_target(q, s) for s, q in zip(shown, clip.questions)]
@@ -215,7 +225,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     elif init:
         (encoder, llm), state = load_model(cfg, init), None
     else:
-        encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))), None
+        tokenizer = None if cfg.llm.pretrained else build_tokenizer(tokenizer_corpus(cfg))  # a pretrained LLM's own
+        encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=tokenizer), None
     probe = AttributeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None
     if probe is not None and state and state.get("probe"):
         probe.load_state_dict(state["probe"])
@@ -224,7 +235,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         region_probe.load_state_dict(state["region_probe"])
     encoder.train(), llm.train()
     params = [p for m in (encoder, llm, probe, region_probe) if m is not None for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    partly = {id(p) for p in llm.partly_trained}  # weight decay would shrink their frozen rows
+    groups = [{"params": [p for p in params if id(p) not in partly]}]
+    groups += [{"params": llm.partly_trained, "weight_decay": 0.0}] if partly else []
+    opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     start = 0
     if state:

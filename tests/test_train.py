@@ -6,6 +6,8 @@ import torch
 
 from configs import load_config
 from models.checkpoint import load_model
+from models.cube_encoder import CubeEncoder
+from models.llm import CubeLLM
 from models.train import losses, sample_clip, train
 
 TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "clip_seconds": 16.0,
@@ -31,8 +33,6 @@ def held_out_loss(cfg, encoder, llm):
 
 def test_a_short_run_lowers_the_loss(trained):
     cfg, out = trained
-    from models.cube_encoder import CubeEncoder
-    from models.llm import CubeLLM
     torch.manual_seed(cfg.seed)
     encoder, llm = load_model(cfg, out)
     untrained = CubeLLM(cfg, tokenizer=llm.tokenizer)
@@ -68,3 +68,43 @@ def test_resume_is_deterministic(tmp_path):
     b, _ = load_model(cfg, tmp_path / "resumed")
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), k
+
+
+def test_real_profile_recipe_trains_only_the_new_modules(tmp_path):
+    """Quicksviewer's stage 1: a pretrained vision tower and LLM loaded from local paths and frozen; the temporal
+    encoder, cubing, resampler, projector and pointer train, and of the LLM only the new POINTER token's row."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from models.llm import POINTER, build_tokenizer
+    from models.train import tokenizer_corpus
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=96,
+                                         vision_use_head=False)).save_pretrained(tmp_path / "tower")
+    tokenizer = build_tokenizer(tokenizer_corpus(load_config()))  # a "pretrained" tokenizer: no POINTER yet
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                     ).save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    cfg = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 8, "questions_per_clip": 6},
+                                 "vision": {"pretrained": str(tmp_path / "tower"), "frozen": True},
+                                 "llm": {"pretrained": str(tmp_path / "lm"), "frozen": True}, "resampler": {"out_dim": 96}})
+    torch.manual_seed(cfg.seed)
+    before_encoder, before_llm = CubeEncoder(cfg), CubeLLM(cfg)
+    train(cfg, tmp_path / "run", progress=False)
+    after_encoder, after_llm = load_model(cfg, tmp_path / "run")
+
+    tower = {k: v for k, v in after_encoder.state_dict().items() if ".tower." in k}
+    assert tower and all(torch.equal(v, before_encoder.state_dict()[k]) for k, v in tower.items())
+    new = {k: v for k, v in after_encoder.state_dict().items() if ".tower." not in k and v.is_floating_point()}
+    assert any(not torch.equal(v, before_encoder.state_dict()[k]) for k, v in new.items())
+    assert not torch.equal(after_llm.projector[0].weight, before_llm.projector[0].weight)
+
+    pointer = after_llm.tokenizer.convert_tokens_to_ids(POINTER)
+    was, now = before_llm.lm.get_input_embeddings().weight, after_llm.lm.get_input_embeddings().weight
+    assert not torch.equal(now[pointer], was[pointer])  # the new token learnt ...
+    others = torch.arange(len(now)) != pointer
+    assert torch.equal(now[others], was[others])  # ... and every pretrained row is as loaded
+    for (k, v), w in zip(after_llm.lm.named_parameters(), before_llm.lm.parameters()):
+        assert "embed_tokens" in k or torch.equal(v, w), k
