@@ -60,7 +60,8 @@ class CubingConfig:
     """Online Gumbel cubing (Quicksviewer's momentum rule made causal)."""
     min_len: int = 2
     max_len: int = 16
-    target_len: float = 5.0  # mean frames per cube; a run-time setting (shifts the boundary logit)
+    target_len: float = 5.0  # the boundary prior, one a this many frames; a run-time setting (shifts the boundary
+    #   logit). The cubes' realised mean is longer where the head is sure nothing happened; min/max_len clip it
     trained_target_len: float = 5.0  # the mean the boundary head was trained to hold
     momentum: float = 0.8
     tau: float = 0.5
@@ -69,8 +70,9 @@ class CubingConfig:
         _positive(self, "min_len", "max_len", "target_len", "trained_target_len", "tau")
         if self.min_len > self.max_len:
             raise ConfigError(f"cubing.min_len ({self.min_len}) must not exceed cubing.max_len ({self.max_len})")
-        if not self.min_len <= self.target_len <= self.max_len:
-            raise ConfigError(f"cubing.target_len ({self.target_len}) must lie in [min_len, max_len]")
+        for name in ("target_len", "trained_target_len"):  # a prior of one boundary a frame or more has no logit
+            if not 1.0 < getattr(self, name) <= self.max_len:
+                raise ConfigError(f"cubing.{name} ({getattr(self, name)}) must lie in (1, max_len]")
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"cubing.momentum ({self.momentum}) must lie in [0, 1]")
 

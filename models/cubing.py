@@ -57,7 +57,7 @@ class GumbelCubing(nn.Module):
         length L; swapping the prior of the trained L for the asked one is a constant shift.
         """
         def logit(p): return math.log(p / (1 - p))
-        return logit(1 / max(self.cfg.target_len, 1.0 + 1e-6)) - logit(1 / max(self.cfg.trained_target_len, 1.0 + 1e-6))
+        return logit(1 / self.cfg.target_len) - logit(1 / self.cfg.trained_target_len)
 
     def score(self, momentum: torch.Tensor) -> torch.Tensor:
         """momentum [..., P, D] -> logits [..., 2] (extend, close), with the run-time bias on `close`."""

@@ -23,6 +23,7 @@ def write(tmp_path, text):
     ("temporal:\n  d_state: true\n", "temporal.d_state"),
     ("temporal:\n  d_state: -4\n", "temporal.d_state"),
     ("cubing:\n  min_len: 9\n  max_len: 4\n", "cubing.min_len"),
+    ("cubing:\n  target_len: 1\n", "cubing.target_len"),
     ("cubing: [1, 2]\n", "cubing"),
     ("vision:\n  pool: 3\n", "vision.pool"),
     ("sampler:\n  fps: .nan\n", "sampler.fps"),
