@@ -111,12 +111,13 @@ class AnswerConfig:
     max_question_tokens: int = 48
     max_answer_tokens: int = 12
     citations: int = 3  # cited time spans: the highest-scoring selected cubes
-    selection: str = "attention"  # "attention" (XComp), "key" (cosine of cube keys to the question), "recent" (none)
+    selection: str = "attention"  # "attention" (XComp), "pointer" (the trained CubePointer's logits, by window),
+    #   "key" (cosine of cube keys to the question), "recent" (none)
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
                   "citations")
-        if self.selection not in ("attention", "key", "recent"):
+        if self.selection not in ("attention", "key", "recent", "pointer"):
             raise ConfigError(f"answer.selection must be 'attention', 'key' or 'recent', got {self.selection!r}")
 
 
@@ -137,12 +138,14 @@ class TrainConfig:
     region_weight: float = 1.0  # training-only probe: the object centred in each region of each frame
     train_seeds: int = 10_000  # worlds 0 .. train_seeds-1 train; evaluation uses seeds above
     world_seconds: float = 1800.0  # clips end anywhere in the first this many seconds of a world
+    segments: int = 1  # a clip is 1 to this many separate stretches of frames (clip_seconds in all) ...
+    history_seconds: float = 600.0  # ... spread over this many seconds before its end: prompts with gaps
     eval_every: int = 150
     save_every: int = 150
 
     def __post_init__(self):
         _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",
-                  "train_seeds", "world_seconds", "eval_every", "save_every")
+                  "train_seeds", "world_seconds", "segments", "history_seconds", "eval_every", "save_every")
 
 
 @dataclass

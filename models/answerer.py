@@ -2,7 +2,8 @@
 
 XComp scores clips by the attention that the question's tokens pay them in the LLM's middle layers,
 computed over local windows so that the LLM's bias toward the start and end of a long prompt does not
-decide. Here the units are cubes: score every cube that way (or, cheaper, by the cosine of its key to
+decide. Here the units are cubes: score every cube that way (or by the logits of the LLM's trained
+`CubePointer`, which learnt which cube a question is about; or, cheaper, by the cosine of its key to
 the question), keep the best that fit the LLM's token budget plus always the newest, in time order,
 and answer from them, citing the time spans used.
 
@@ -105,7 +106,10 @@ class Answerer:
             window = cubes[i:i + w]
             p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question)
             # attention mass is shared within a window; scaling by its size keeps windows comparable
-            out.append(self.llm.attention_scores(p) * len(window))
+            if self.cfg.selection == "pointer":
+                out.append(self.llm.pointer_scores(p))
+            else:
+                out.append(self.llm.attention_scores(p) * len(window))
         return torch.cat(out)
 
     def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:

@@ -208,6 +208,12 @@ class CubeLLM(nn.Module):
         return detokenize(pieces), len(tokens)
 
     @torch.no_grad()
+    def pointer_scores(self, prompt: Prompt) -> torch.Tensor:
+        """The pointer's logit for each cube of the prompt: which one the question is about."""
+        hidden = self.lm(inputs_embeds=prompt.embeds[None], output_hidden_states=True).hidden_states[-1][0]
+        return self.pointer(hidden, prompt)
+
+    @torch.no_grad()
     def attention_scores(self, prompt: Prompt) -> torch.Tensor:
         """XComp: mean attention from the question's tokens to each cube's tokens, over heads and middle layers."""
         att = self.lm(inputs_embeds=prompt.embeds[None], output_attentions=True).attentions  # per layer [1, h, L, L]

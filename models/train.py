@@ -57,15 +57,37 @@ def region_targets(clip: Clip, grid: int) -> torch.Tensor:
     return regions
 
 
+def clip_segments(tc, rng: random.Random, t_end: float) -> list[tuple[float, float]]:
+    """The (start, end) times of a clip's stretches of frames, in order, the last ending at `t_end`.
+
+    One stretch of `clip_seconds`, or (up to `train.segments`) shorter ones spread over the last
+    `train.history_seconds`: a live prompt shows cubes picked from minutes of memory, and an LLM
+    that only ever read one contiguous 48 s does not carry its reading across such gaps."""
+    k = rng.randint(1, tc.segments)
+    length = tc.clip_seconds / k - 1 / FPS
+    lo = max(0.0, t_end - tc.history_seconds) if k > 1 else t_end - length
+    # k sorted points in [lo, t_end - k * length), each shifted past the ones before: stretches never overlap
+    room = max(0.0, t_end - lo - k * length - (k - 1) / FPS)
+    offsets = sorted(rng.uniform(0, room) for _ in range(k - 1)) + [room]
+    return [(lo + o + i * (length + 1 / FPS), lo + o + i * (length + 1 / FPS) + length) for i, o in enumerate(offsets)]
+
+
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
     tc = cfg.train
     while True:
         seed = rng.randrange(*seed_range)
         world = worlds.setdefault(seed, SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size))
         t_end = rng.uniform(tc.clip_seconds, tc.world_seconds)
-        n = int(tc.clip_seconds * FPS)
-        times = [t_end - (n - 1 - i) / FPS for i in range(n)]
-        qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=tc.clip_seconds - 2.0)
+        segments = clip_segments(tc, rng, t_end)
+        times = [t for a, b in segments for t in np.arange(a, b + 1e-6, 1 / FPS).tolist()]
+        n = len(times)
+        if len(segments) == 1:
+            qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=tc.clip_seconds - 2.0)
+        else:  # only questions whose evidence the clip shows; "is it still there" needs its entry seen, and now
+            def seen(t): return any(a - 1.0 <= t <= b + 1.0 for a, b in segments)
+            qs = [q for q in make_questions(world, t_end, rng, n=4 * tc.questions_per_clip, max_age=t_end - segments[0][0])
+                  if all(map(seen, q.evidence_time[:1] if q.kind == "present" else q.evidence_time))]
+            qs = qs[:tc.questions_per_clip]
         if qs:
             break
     if len(worlds) > 64:  # worlds keep their logs; bound what a long run holds

@@ -140,3 +140,16 @@ def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
     answers = [model.generate(p, 4)[0] for p, _, _ in tests]
     right = sum(a == f"t={round(start)}s" for a, (_, _, start) in zip(answers, tests))
     assert right >= 18, answers
+
+    # selection by the pointer: over a memory far longer than the prompt, scored in windows, the marked cube
+    # is among those shown and the answer is its time
+    g = torch.Generator().manual_seed(7)
+    marked = 23
+    memory = [Cube("s", i, 4.0 * i, 4.0 * i + 3, 8, torch.randn(4, 128, generator=g) + 3 * mark * (i == marked), 1.0)
+              for i in range(40)]
+    answer_cfg = copy.deepcopy(cfg.answer)
+    answer_cfg.selection, answer_cfg.window_cubes, answer_cfg.context_tokens = "pointer", 8, 60
+    answerer = Answerer(model, answer_cfg)
+    chosen, _, _ = answerer.select(memory, "When did a red circle last enter ?")
+    assert marked in chosen and len(chosen) < 8
+    assert answerer.answer(memory, "When did a red circle last enter ?").text == "t=92s"

@@ -108,3 +108,21 @@ def test_real_profile_recipe_trains_only_the_new_modules(tmp_path):
     assert torch.equal(now[others], was[others])  # ... and every pretrained row is as loaded
     for (k, v), w in zip(after_llm.lm.named_parameters(), before_llm.lm.parameters()):
         assert "embed_tokens" in k or torch.equal(v, w), k
+
+
+def test_clips_in_stretches_show_the_evidence_of_their_questions():
+    """train.segments > 1: a clip's frames come in separate stretches spread over minutes, as a live prompt's
+    cubes are picked from a long memory; every question it asks has its evidence in frames it shows."""
+    cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 600.0, "questions_per_clip": 8}})
+    rng = random.Random(0)
+    spans = []
+    for _ in range(12):
+        clip = sample_clip(cfg, rng, (0, 50), {})
+        gaps = [b - a for a, b in zip(clip.times, clip.times[1:])]
+        assert len(clip.times) == cfg.train.clip_seconds * 2 and min(gaps) == pytest.approx(0.5)
+        assert clip.times[-1] - clip.times[0] <= cfg.train.history_seconds
+        spans.append(clip.times[-1] - clip.times[0])
+        for q in clip.questions:
+            ends = q.evidence_time[:1] if q.kind == "present" else q.evidence_time  # present: its entry, and now
+            assert all(min(abs(t - f) for f in clip.times) <= 1.0 for t in ends), (q.text, q.evidence_time)
+    assert max(spans) > 4 * cfg.train.clip_seconds and min(spans) == pytest.approx(cfg.train.clip_seconds - 0.5)
