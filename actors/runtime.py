@@ -324,6 +324,10 @@ class Controller:
     async def encoder_of(self, stream_id: str):
         return self.encoders[self._get(stream_id).encoder]
 
+    async def ingest_of(self, stream_id: str):
+        """The stream's IngestActor, or None where the caller feeds it (whip://)."""
+        return self._get(stream_id).ingest
+
     async def placement(self) -> dict:
         return {"controller_node": ray.get_runtime_context().get_node_id(),
                 "encoder_nodes": self.encoder_nodes, "dead": sorted(self.dead),

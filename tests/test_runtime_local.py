@@ -5,6 +5,8 @@ with a generous deadline; nothing asserts on how long anything took.
 """
 import asyncio
 import json
+import os
+import signal
 import time
 
 import aiohttp
@@ -212,6 +214,24 @@ def test_encoder_killed_recovers_without_losing_a_closed_cube(service, client, s
     assert after[:len(before)] == before, "every cube closed before the kill is still there"
     assert [c["id"] for c in after] == list(range(len(after)))
     assert client.stream(synth)["encoder_counters"]["restored_cubes"] >= len(before)
+
+
+def test_ingest_process_killed_is_restarted_and_reconnects(service, client):
+    """The ingest actor's process dies (SIGKILL): Ray restarts it, the controller's health check starts it
+    again, it reconnects to its camera, and the stream's cubes go on with no gap in their ids."""
+    client.add("ingest-kill", SYNTH)
+    ingest = ray.get(service.controller.ingest_of.remote("ingest-kill"))
+    def pid():
+        return ray.get(ingest.__ray_call__.remote(lambda actor: os.getpid()), timeout=10)
+    first = pid()
+    before = wait_for(lambda: (t := client.timeline("ingest-kill")) and len(t) >= 2 and t, "two cubes")
+    os.kill(first, signal.SIGKILL)
+    after = wait_for(lambda: (t := _timeline_or_none(client, "ingest-kill")) and len(t) > len(before) + 2 and t,
+                     "new cubes after the ingest restart")
+    assert pid() != first, "a new ingest process"
+    assert after[:len(before)] == before and [c["id"] for c in after] == list(range(len(after)))
+    assert client.stream("ingest-kill")["source"]["state"] != "connecting"
+    client.remove("ingest-kill")
 
 
 def _timeline_or_none(client, sid):
