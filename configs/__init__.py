@@ -118,7 +118,7 @@ class AnswerConfig:
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
                   "citations")
         if self.selection not in ("attention", "key", "recent", "pointer"):
-            raise ConfigError(f"answer.selection must be 'attention', 'key' or 'recent', got {self.selection!r}")
+            raise ConfigError(f"answer.selection must be 'attention', 'pointer', 'key' or 'recent', got {self.selection!r}")
 
 
 @dataclass

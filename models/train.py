@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from configs import Config
+from configs import Config, TrainConfig
 from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
@@ -57,7 +57,7 @@ def region_targets(clip: Clip, grid: int) -> torch.Tensor:
     return regions
 
 
-def clip_segments(tc, rng: random.Random, t_end: float) -> list[tuple[float, float]]:
+def clip_segments(tc: TrainConfig, rng: random.Random, t_end: float) -> list[tuple[float, float]]:
     """The (start, end) times of a clip's stretches of frames, in order, the last ending at `t_end`.
 
     One stretch of `clip_seconds`, or (up to `train.segments`) shorter ones spread over the last
