@@ -146,6 +146,8 @@ class TrainConfig:
     def __post_init__(self):
         _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",
                   "train_seeds", "world_seconds", "segments", "history_seconds", "eval_every", "save_every")
+        if self.history_seconds < self.clip_seconds:
+            raise ConfigError(f"train.history_seconds ({self.history_seconds}) must be at least train.clip_seconds ({self.clip_seconds})")
 
 
 @dataclass

@@ -105,10 +105,9 @@ class Answerer:
         for i in range(0, len(cubes), w):
             window = cubes[i:i + w]
             p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question)
-            # attention mass is shared within a window; scaling by its size keeps windows comparable
-            if self.cfg.selection == "pointer":
+            if self.cfg.selection == "pointer":  # one trained head's logits: comparable across windows as they are
                 out.append(self.llm.pointer_scores(p))
-            else:
+            else:  # attention mass is shared within a window; scaling by its size keeps windows comparable
                 out.append(self.llm.attention_scores(p) * len(window))
         return torch.cat(out)
 

@@ -184,12 +184,10 @@ class CubeLLM(nn.Module):
         target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
         loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
-        rows = [(i, t) for i, t in enumerate(pointed or []) if t is not None]
-        if rows:
-            logits = [self.pointer(out.hidden_states[-1][i], prompts[i]) for i, _ in rows]
-            loss = loss + torch.stack([F.cross_entropy(z[None].float(), torch.tensor([t], device=z.device))
-                                       for z, (_, t) in zip(logits, rows)]).mean()
-        return loss
+        # one row at a time: prompts hold different numbers of cubes, and few answers point
+        pointer = [F.cross_entropy(self.pointer(out.hidden_states[-1][i], prompts[i]).float(), torch.tensor(t, device=embeds.device))
+                   for i, t in enumerate(pointed or []) if t is not None]
+        return loss + torch.stack(pointer).mean() if pointer else loss
 
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:

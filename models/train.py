@@ -65,9 +65,9 @@ def clip_segments(tc: TrainConfig, rng: random.Random, t_end: float) -> list[tup
     that only ever read one contiguous 48 s does not carry its reading across such gaps."""
     k = rng.randint(1, tc.segments)
     length = tc.clip_seconds / k - 1 / FPS
-    lo = max(0.0, t_end - tc.history_seconds) if k > 1 else t_end - length
-    # k sorted points in [lo, t_end - k * length), each shifted past the ones before: stretches never overlap
-    room = max(0.0, t_end - lo - k * length - (k - 1) / FPS)
+    lo = max(0.0, t_end - tc.history_seconds)
+    # k sorted offsets in [0, room], the stretches laid after them in turn: they never overlap, the last ends at t_end
+    room = t_end - lo - k * length - (k - 1) / FPS
     offsets = sorted(rng.uniform(0, room) for _ in range(k - 1)) + [room]
     return [(lo + o + i * (length + 1 / FPS), lo + o + i * (length + 1 / FPS) + length) for i, o in enumerate(offsets)]
 
@@ -81,13 +81,7 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         segments = clip_segments(tc, rng, t_end)
         times = [t for a, b in segments for t in np.arange(a, b + 1e-6, 1 / FPS).tolist()]
         n = len(times)
-        if len(segments) == 1:
-            qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=tc.clip_seconds - 2.0)
-        else:  # only questions whose evidence the clip shows; "is it still there" needs its entry seen, and now
-            def seen(t): return any(a - 1.0 <= t <= b + 1.0 for a, b in segments)
-            qs = [q for q in make_questions(world, t_end, rng, n=4 * tc.questions_per_clip, max_age=t_end - segments[0][0])
-                  if all(map(seen, q.evidence_time[:1] if q.kind == "present" else q.evidence_time))]
-            qs = qs[:tc.questions_per_clip]
+        qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=t_end - segments[0][0], shown=segments)
         if qs:
             break
     if len(worlds) > 64:  # worlds keep their logs; bound what a long run holds

@@ -60,11 +60,13 @@ def is_correct(q: Question, prediction: str, time_tol: float = 3.0) -> bool:
 
 def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0, n: int = 8,
                    kinds: tuple[str, ...] = KINDS, slices: tuple[str, ...] = SLICES,
-                   max_age: float = math.inf) -> list[Question]:
+                   max_age: float = math.inf, shown: list[tuple[float, float]] | None = None) -> list[Question]:
     """Up to `n` questions asked at `t_now`, spread evenly over the given kinds and slices.
 
     Fewer come back when the log cannot support them (a young world has nothing older than a minute).
-    `max_age` bounds how far back evidence may lie (the "older" slice is otherwise unbounded).
+    `max_age` bounds how far back evidence may lie (the "older" slice is otherwise unbounded). `shown`: the
+    (start, end) stretches of stream time a viewer saw, the last ending at `t_now`; only questions whose
+    evidence lies in them are asked.
     """
     bad = [k for k in kinds if k not in KINDS] + [s for s in slices if s not in SLICES]
     if bad or not kinds or not slices:
@@ -72,7 +74,7 @@ def make_questions(world: SynthWorld, t_now: float, rng: int | random.Random = 0
     if n < 0 or not max_age > 0:
         raise ValueError(f"questions: n must be >= 0 and max_age > 0, got n={n}, max_age={max_age}")
     rng = rng if isinstance(rng, random.Random) else random.Random(rng)
-    log = _Log(world, t_now, max_age)
+    log = _Log(world, t_now, max_age, shown)
     out: list[Question] = []
     asked = dict.fromkeys((*slices, *kinds), 0)
     asked_texts: set[str] = set()
@@ -100,14 +102,16 @@ def _ask(log: _Log, kind: str, target: str, rng: random.Random) -> Question | No
     q = _ASKERS[kind](log, target, rng)
     if q is None or q.age_slice != target or log.now - q.evidence_time[0] > log.max_age:
         return None
-    return q
+    # "is it still there" needs only its entry seen: now ends the last stretch, and a leaving between
+    # stretches is told by the object's absence
+    return q if all(map(log.seen, q.evidence_time[:1] if q.kind == "present" else q.evidence_time)) else None
 
 
 class _Log:
     """The log up to t_now, indexed for the askers."""
 
-    def __init__(self, world: SynthWorld, t_now: float, max_age: float):
-        self.world, self.now, self.max_age = world, t_now, max_age
+    def __init__(self, world: SynthWorld, t_now: float, max_age: float, shown: list[tuple[float, float]] | None):
+        self.world, self.now, self.max_age, self.shown = world, t_now, max_age, shown
         self.events = world.events_until(t_now)
         self.times = [e.t for e in self.events]
         self.enters = [e for e in self.events if e.kind == "enter"]
@@ -115,6 +119,10 @@ class _Log:
         self.enter_of = {e.obj: e for e in self.enters}
         self.leave_of = {e.obj: e for e in self.events if e.kind == "leave"}
         self._last: list[Event] | None = None
+
+    def seen(self, t: float, slack: float = 1.0) -> bool:
+        """Does time t lie in the stretches shown (all of them, when none were given)?"""
+        return self.shown is None or any(a - slack <= t <= b + slack for a, b in self.shown)
 
     def done(self, e: Event) -> bool:
         """Has the event's visible motion finished by t_now?"""
@@ -125,8 +133,9 @@ class _Log:
         i = SLICES.index(target)
         lo, hi = (SLICE_AGES[i - 1] if i else 0.0), min(SLICE_AGES[i], self.max_age)
         a, b = bisect.bisect_left(self.times, self.now - hi), bisect.bisect_left(self.times, self.now - lo)
-        for _ in range(tries if a < b else 0):
-            e = self.events[rng.randrange(a, b)]
+        found = range(a, b) if self.shown is None else [i for i in range(a, b) if self.seen(self.times[i])]
+        for _ in range(tries if found else 0):
+            e = self.events[found[rng.randrange(len(found))]]
             if e.kind in kinds and self.done(e):
                 return e
         return None

@@ -161,3 +161,17 @@ def test_no_question_twice_even_from_a_thin_log():
     for t_now in (40.0, 300.0):
         qs = make_questions(world, t_now, random.Random(10007), n=24)
         assert len({q.text for q in qs}) == len(qs)
+
+
+def test_only_evidence_in_the_stretches_shown():
+    """A viewer that saw two stretches of a long stream is asked only what those show; "is it still there"
+    needs only the entry seen (now ends the last stretch)."""
+    world = SynthWorld(seed=3)
+    shown = [(500.0, 540.0), (860.0, 900.0)]
+    qs = make_questions(world, 900.0, random.Random(0), n=24, max_age=600.0, shown=shown)
+    assert len(qs) >= 6 and any(q.age_slice == "last_10m" for q in qs)
+    def seen(t): return any(a - 1.0 <= t <= b + 1.0 for a, b in shown)
+    for q in qs:
+        assert seen(q.evidence_time[0]) and (q.kind == "present" or seen(q.evidence_time[1])), (q.text, q.evidence_time)
+    unfiltered = make_questions(world, 900.0, random.Random(0), n=24, max_age=600.0)
+    assert not all(seen(q.evidence_time[0]) for q in unfiltered)  # the filter is what keeps them inside
