@@ -76,7 +76,8 @@ def cmd_eval(args) -> int:
 
     cfg = load_config(args.config, overrides=settings(args.set))
     encoder, llm = load_model(cfg, args.checkpoint)
-    first = cfg.train.train_seeds + 1000  # never trained on
+    # test worlds by default; choices such as cubing.target_len are made on others (--first-world)
+    first = cfg.train.train_seeds + 1000 if args.first_world is None else args.first_world
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     results = evaluate(cfg, encoder, llm, list(range(first, first + args.worlds)), args.seconds,
                        questions=args.questions, methods=methods)
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="default")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the profile's)")
     p.add_argument("--worlds", type=int, default=8)
+    p.add_argument("--first-world", type=int, help="seed of the first world (default: train.train_seeds + 1000, the "
+                   "test worlds; validation choices such as cubing.target_len used train.train_seeds + 100 ..)")
     p.add_argument("--seconds", type=float, default=1200.0, help="stream length per world")
     p.add_argument("--questions", type=int, default=24, help="questions per world, asked at the stream's end")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
