@@ -103,8 +103,10 @@ def _ask(log: _Log, kind: str, target: str, rng: random.Random) -> Question | No
     if q is None or q.age_slice != target or log.now - q.evidence_time[0] > log.max_age:
         return None
     # "is it still there" needs only its entry seen: now ends the last stretch, and a leaving between
-    # stretches is told by the object's absence
-    return q if all(map(log.seen, q.evidence_time[:1] if q.kind == "present" else q.evidence_time)) else None
+    # stretches is told by the object's absence. A count or an order needs all of its span: an entry in a gap
+    # between stretches would be counted but never shown.
+    t0, t1 = q.evidence_time
+    return q if log.shows(t0, t0 if q.kind == "present" else t1) else None
 
 
 class _Log:
@@ -120,9 +122,17 @@ class _Log:
         self.leave_of = {e.obj: e for e in self.events if e.kind == "leave"}
         self._last: list[Event] | None = None
 
-    def seen(self, t: float, slack: float = 1.0) -> bool:
-        """Does time t lie in the stretches shown (all of them, when none were given)?"""
-        return self.shown is None or any(a - slack <= t <= b + slack for a, b in self.shown)
+    def shows(self, t0: float, t1: float, slack: float = 1.0) -> bool:
+        """Does all of [t0, t1] lie in the stretches shown (always, when none were given)?"""
+        if self.shown is None:
+            return True
+        reached = t0  # how far from t0 the stretches so far cover without a gap
+        for a, b in sorted(self.shown):
+            if a - slack <= reached <= b + slack:
+                reached = b + slack
+                if reached >= t1:
+                    return True
+        return False
 
     def done(self, e: Event) -> bool:
         """Has the event's visible motion finished by t_now?"""
@@ -133,7 +143,7 @@ class _Log:
         i = SLICES.index(target)
         lo, hi = (SLICE_AGES[i - 1] if i else 0.0), min(SLICE_AGES[i], self.max_age)
         a, b = bisect.bisect_left(self.times, self.now - hi), bisect.bisect_left(self.times, self.now - lo)
-        found = range(a, b) if self.shown is None else [i for i in range(a, b) if self.seen(self.times[i])]
+        found = range(a, b) if self.shown is None else [i for i in range(a, b) if self.shows(self.times[i], self.times[i])]
         for _ in range(tries if found else 0):
             e = self.events[found[rng.randrange(len(found))]]
             if e.kind in kinds and self.done(e):

@@ -171,7 +171,23 @@ def test_only_evidence_in_the_stretches_shown():
     qs = make_questions(world, 900.0, random.Random(0), n=24, max_age=600.0, shown=shown)
     assert len(qs) >= 6 and any(q.age_slice == "last_10m" for q in qs)
     def seen(t): return any(a - 1.0 <= t <= b + 1.0 for a, b in shown)
+    def inside(t0, t1): return any(a - 1.0 <= t0 and t1 <= b + 1.0 for a, b in shown)
     for q in qs:
-        assert seen(q.evidence_time[0]) and (q.kind == "present" or seen(q.evidence_time[1])), (q.text, q.evidence_time)
+        assert inside(*q.evidence_time) or (q.kind == "present" and seen(q.evidence_time[0])), (q.text, q.evidence_time)
     unfiltered = make_questions(world, 900.0, random.Random(0), n=24, max_age=600.0)
     assert not all(seen(q.evidence_time[0]) for q in unfiltered)  # the filter is what keeps them inside
+
+
+def test_no_count_or_order_across_a_gap_between_stretches():
+    """Both ends of a count's window shown is not enough: an entry in the gap between them would be
+    counted but never seen. Spans over the gap are asked of a viewer who saw it all, never of one who did not."""
+    shown = [(400.0, 430.0), (440.0, 480.0)]
+    def crosses(q): return q.evidence_time[0] < 429.0 and q.evidence_time[1] > 441.0
+    across = 0
+    for seed in range(40):
+        world = SynthWorld(seed=seed)
+        full = make_questions(world, 480.0, random.Random(seed), n=24, kinds=("count", "order"), max_age=80.0)
+        across += sum(map(crosses, full))
+        gappy = make_questions(world, 480.0, random.Random(seed), n=24, kinds=("count", "order"), max_age=80.0, shown=shown)
+        assert gappy and not any(map(crosses, gappy)), [q.evidence_time for q in gappy if crosses(q)]
+    assert across >= 5  # such questions exist: the filter is what keeps them out
