@@ -38,6 +38,10 @@ MIN_SHOWN = 4  # the fewest cubes a training prompt shows
 # Most regions of a frame are empty: at full weight "nothing here" dominated the region probe's loss and the
 # tower never told shapes apart (26% of object regions' shapes right in the shipped ft4, chance 20%).
 EMPTY_REGION_WEIGHT = 0.2
+# About 2 of the 30 (colour, shape) pairs are in view at once: unweighted, the attribute probe learnt to call
+# every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
+# the odds against them makes both kinds of mistake cost alike.
+ATTRIBUTE_POS_WEIGHT = 14.0
 
 
 @dataclass
@@ -178,7 +182,8 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
         out, cubes = clip_cubes(encoder, clip, noise)
         if probe is not None:
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
-            attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last]))
+            attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last],
+                                                           pos_weight=torch.tensor(ATTRIBUTE_POS_WEIGHT)))
         if region_probe is not None:
             grid = math.isqrt(out.features.shape[1])
             weight = torch.ones(1 + len(ATTRIBUTES))
