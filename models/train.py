@@ -186,8 +186,7 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
                                                            pos_weight=torch.tensor(ATTRIBUTE_POS_WEIGHT)))
         if region_probe is not None:
             grid = math.isqrt(out.features.shape[1])
-            weight = torch.ones(1 + len(ATTRIBUTES))
-            weight[0] = EMPTY_REGION_WEIGHT
+            weight = torch.tensor([EMPTY_REGION_WEIGHT] + [1.0] * len(ATTRIBUTES))
             region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten(), weight=weight))
         shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)] for q in clip.questions]
         prompts = [llm.prompt(s, q.text) for s, q in zip(shown, clip.questions)]

@@ -143,9 +143,9 @@ class _Log:
         i = SLICES.index(target)
         lo, hi = (SLICE_AGES[i - 1] if i else 0.0), min(SLICE_AGES[i], self.max_age)
         a, b = bisect.bisect_left(self.times, self.now - hi), bisect.bisect_left(self.times, self.now - lo)
-        found = range(a, b) if self.shown is None else [i for i in range(a, b) if self.shows(self.times[i], self.times[i])]
+        found = [i for i in range(a, b) if self.shows(self.times[i], self.times[i])]
         for _ in range(tries if found else 0):
-            e = self.events[found[rng.randrange(len(found))]]
+            e = self.events[rng.choice(found)]
             if e.kind in kinds and self.done(e):
                 return e
         return None
