@@ -29,7 +29,7 @@ from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
-from stream.questions import Question, is_correct, make_questions
+from stream.questions import Question, is_correct, make_questions, when_key
 from stream.synth import COLOURS, SHAPES, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
@@ -42,6 +42,9 @@ EMPTY_REGION_WEIGHT = 0.2
 # every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
+# Live, a "when" prompt's other cubes are the selector's next best guesses, earlier look-alikes of the evidence
+# among them (9 of 24 long-stream "when" questions); random stretches put one in 13 of 427 training prompts,
+# so a clip's first stretch is moved onto one where one fits (`with_lookalike`).
 
 
 @dataclass
@@ -79,13 +82,34 @@ def clip_segments(tc: TrainConfig, rng: random.Random, t_end: float) -> list[tup
     return [(lo + o + i * (length + 1 / FPS), lo + o + i * (length + 1 / FPS) + length) for i, o in enumerate(offsets)]
 
 
+def with_lookalike(tc: TrainConfig, world: SynthWorld, segments: list[tuple[float, float]],
+                   rng: random.Random) -> list[tuple[float, float]]:
+    """`segments` with the first stretch moved onto an earlier event that looks like one in the last stretch
+    (the same `when_key`: "When did a red circle last enter?" cannot tell them apart but by time), where one
+    fits before the second stretch; else unchanged."""
+    if len(segments) < 2:
+        return segments
+    length, (a, b) = segments[0][1] - segments[0][0], segments[-1]
+    keys = {when_key(e) for e in world.events_between(a, b) if e.kind in ("enter", "leave", "change")}
+    lo, latest = max(0.0, b - tc.history_seconds), segments[1][0] - 1 / FPS - length  # the first stretch's start
+    alike = [e for e in world.events_between(lo, latest + length) if e.kind in ("enter", "leave", "change")
+             and when_key(e) in keys and e.duration + 1 < length]
+    if not alike:
+        return segments
+    e = rng.choice(alike)
+    start = min(latest, max(lo, e.t - rng.uniform(0.5, length - e.duration - 0.5)))
+    if not start <= e.t <= e.t + e.duration <= start + length:  # clamped away from it
+        return segments
+    return [(start, start + length), *segments[1:]]
+
+
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
     tc = cfg.train
     while True:
         seed = rng.randrange(*seed_range)
         world = worlds.setdefault(seed, SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size))
         t_end = rng.uniform(tc.clip_seconds, tc.world_seconds)
-        segments = clip_segments(tc, rng, t_end)
+        segments = with_lookalike(tc, world, clip_segments(tc, rng, t_end), rng)
         times = [t for a, b in segments for t in np.arange(a, b + 1e-6, 1 / FPS).tolist()]
         n = len(times)
         qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=t_end - segments[0][0], shown=segments)
@@ -126,13 +150,16 @@ def tokenizer_corpus(cfg: Config, n_worlds: int = 60) -> list[str]:
     return texts
 
 
-def shown_cubes(cubes: list, q: Question, newest: int) -> list[int]:
+def shown_cubes(cubes: list, q: Question, newest: int, busy: list[bool]) -> list[int]:
     """The cubes one question's prompt shows: picked by the Answerer's own rule from a random budget, with
     the evidence scored above the rest (as a good selector would), so the LLM learns on the short, gappy
-    prompts it reads live rather than only on whole clips."""
+    prompts it reads live rather than only on whole clips. Next come the `busy` cubes, where an event
+    begins: live, a selector's next best guesses are such cubes, not quiet ones, and the LLM must tell the
+    evidence from them (a pointer taught among quiet cubes picked the right one of 16 in 1 of 24)."""
     spans = [(a, b) for a, b, _ in cubes]
     t0, t1 = q.evidence_time
-    scores = torch.rand(len(spans)) + torch.tensor([float(a <= t1 and b >= t0) for a, b in spans])
+    evidence = torch.tensor([float(a <= t1 and b >= t0) for a, b in spans])
+    scores = torch.rand(len(spans)) + torch.tensor(busy, dtype=torch.float) + 2 * evidence
     fit = int(torch.randint(min(MIN_SHOWN, len(spans)), len(spans) + 1, ()))
     return select_cubes(priority(spans, scores, named_span(q.text)), fit, newest)
 
@@ -188,7 +215,8 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
             grid = math.isqrt(out.features.shape[1])
             weight = torch.tensor([EMPTY_REGION_WEIGHT] + [1.0] * len(ATTRIBUTES))
             region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten(), weight=weight))
-        shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes)] for q in clip.questions]
+        busy = [bool(clip.boundaries[s:s + n].any()) for s, n in zip(out.starts, out.lengths)]
+        shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes, busy)] for q in clip.questions]
         prompts = [llm.prompt(s, q.text) for s, q in zip(shown, clip.questions)]
         targets = [answer_target(q, s) for s, q in zip(shown, clip.questions)]
         qa.append(llm.loss(prompts, [a for a, _ in targets], [i for _, i in targets]))

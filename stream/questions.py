@@ -173,7 +173,7 @@ class _Log:
             last: dict[tuple, Event] = {}
             for x in reversed(self.events):
                 if x.kind in ("enter", "leave", "change"):
-                    last.setdefault(_when_key(x), x)
+                    last.setdefault(when_key(x), x)
             self._last = sorted(last.values(), key=lambda x: x.t)
         return self._last
 
@@ -185,8 +185,9 @@ def _desc(e: Event) -> str:
     return f"{e.colour} {e.shape}"
 
 
-def _when_key(e: Event) -> tuple:
-    """What a "when" question says about an event: a change by its new colour, others by colour and shape."""
+def when_key(e: Event) -> tuple:
+    """What a "when" question says about an event: a change by its new colour, others by colour and shape.
+    Events alike by this key are the look-alikes that "last" tells apart."""
     return (e.kind, e.colour) if e.kind == "change" else (e.kind, e.colour, e.shape)
 
 

@@ -8,7 +8,9 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
-from models.train import losses, sample_clip, train
+from models.train import clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
+from stream.questions import Question, when_key
+from stream.synth import SynthWorld
 
 TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "clip_seconds": 16.0,
                   "eval_every": 1000, "save_every": 6, "world_seconds": 300.0, "lr": 3e-3},
@@ -126,3 +128,39 @@ def test_clips_in_stretches_show_the_evidence_of_their_questions():
             ends = q.evidence_time[:1] if q.kind == "present" else q.evidence_time  # present: its entry, and now
             assert all(min(abs(t - f) for f in clip.times) <= 1.0 for t in ends), (q.text, q.evidence_time)
     assert max(spans) > 4 * cfg.train.clip_seconds and min(spans) == pytest.approx(cfg.train.clip_seconds - 0.5)
+
+
+def test_a_moved_first_stretch_holds_an_earlier_look_alike_of_an_event_in_the_last():
+    """with_lookalike: the first stretch moves, whole, onto an earlier event that a "when" question names as it
+    names one in the last stretch; the stretches stay in order, apart, and within the history."""
+    cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 1200.0}})
+    tc, rng, moved = cfg.train, random.Random(0), 0
+    keys = lambda w, a, b: {when_key(e) for e in w.events_between(a, b) if e.kind in ("enter", "leave", "change")}
+    for seed in range(40):
+        world = SynthWorld(seed=seed)
+        t_end = rng.uniform(tc.history_seconds, 1800.0)
+        segments = clip_segments(tc, rng, t_end)
+        after = with_lookalike(tc, world, segments, rng)
+        assert after[1:] == segments[1:]
+        (a, b), (c, _) = after[0], after[min(1, len(after) - 1)]
+        assert b - a == pytest.approx(segments[0][1] - segments[0][0])
+        if after == segments:
+            continue
+        moved += 1
+        assert t_end - tc.history_seconds <= a and b + 0.5 <= c
+        assert keys(world, a, b) & keys(world, *after[-1])
+    assert moved >= 5  # it does find look-alikes, not only leave clips alone
+
+
+def test_training_prompts_show_busy_cubes_before_quiet_ones():
+    """Beside the evidence and the newest, a prompt shows cubes where something happens before any quiet one."""
+    torch.manual_seed(0)
+    spans = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(20)]
+    busy = [i % 3 == 0 for i in range(20)]
+    q = Question("When did a red circle last enter?", "t=20s", "when", (20.0, 21.0), "last_1m", 60.0, 20.0)
+    for _ in range(50):
+        shown = shown_cubes(spans, q, 2, busy)
+        assert 10 in shown
+        rest = [i for i in shown if i not in (10, 18, 19)]
+        if any(not busy[i] for i in rest):
+            assert all(i in shown for i in range(20) if busy[i])
