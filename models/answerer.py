@@ -104,7 +104,7 @@ class Answerer:
         out = []
         for i in range(0, len(cubes), w):
             window = cubes[i:i + w]
-            p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question)
+            p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question, now=cubes[-1].end)
             if self.cfg.selection == "pointer":  # one trained head's logits: comparable across windows as they are
                 out.append(self.llm.pointer_scores(p))
             else:  # attention mass is shared within a window; scaling by its size keeps windows comparable
@@ -132,7 +132,8 @@ class Answerer:
             return Answer(text="", citations=[], tokens_used=0, latency_s=time.perf_counter() - started,
                           cubes_considered=0, cubes_used=0)
         chosen, order, scores = self.select(cubes, question)
-        prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip())
+        prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip(),
+                                 now=cubes[-1].end)
         text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens)
         shown = set(chosen)
         best = [i for i in order if i in shown][:self.cfg.citations]

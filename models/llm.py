@@ -82,19 +82,28 @@ class Prompt:
     cube_spans: list[tuple[int, int]]  # positions of each cube's K tokens
     question_span: tuple[int, int]
     cube_starts: list[float]  # each cube's start time (s): what a pointed answer writes
+    now: float  # the stream time the question is asked at, which cubes' ages count from
 
 
 class CubePointer(nn.Module):
     """A pointer network's attention over the prompt's cubes: the hidden state that begins the answer (at the
-    prompt's last position) against each cube's mean hidden state, both from the LLM's last layer."""
+    prompt's last position) against each cube's mean hidden state, both from the LLM's last layer.
+
+    Plus a recency term: each cube's age (log seconds before the prompt's `now`) times a weight the query
+    sets. "When did a red circle last enter?" over two red-circle entries is answered by their times alone,
+    which a mean of hidden states carries only faintly. Zero at start: a checkpoint without it is unchanged."""
 
     def __init__(self, width: int, dim: int = 64):
         super().__init__()
         self.query, self.key = nn.Linear(width, dim), nn.Linear(width, dim)
+        self.recency = nn.Linear(width, 1)
+        nn.init.zeros_(self.recency.weight), nn.init.zeros_(self.recency.bias)
 
     def forward(self, hidden: torch.Tensor, prompt: Prompt) -> torch.Tensor:  # hidden [L, H] -> [n_cubes] logits
         keys = torch.stack([hidden[a:b].mean(0) for a, b in prompt.cube_spans])
-        return self.key(keys) @ self.query(hidden[len(prompt.embeds) - 1]) / self.key.out_features**0.5
+        query = hidden[len(prompt.embeds) - 1]
+        ages = torch.tensor([prompt.now - t for t in prompt.cube_starts], device=hidden.device).clamp(min=0.0)
+        return self.key(keys) @ self.query(query) / self.key.out_features**0.5 + self.recency(query) * torch.log1p(ages)
 
 
 class CubeLLM(nn.Module):
@@ -156,8 +165,9 @@ class CubeLLM(nn.Module):
             parts.append(self.embed_ids(self.ids(text[at:])))
         return torch.cat(parts)
 
-    def prompt(self, cubes: list[tuple[float, float, torch.Tensor]], question: str) -> Prompt:
-        """cubes: (start, end, tokens [K, D]) in time order."""
+    def prompt(self, cubes: list[tuple[float, float, torch.Tensor]], question: str, now: float | None = None) -> Prompt:
+        """cubes: (start, end, tokens [K, D]) in time order; `now` (default: the last cube's end) is the stream's
+        newest time, which a prompt of cubes picked from a long memory does not show."""
         parts, spans, pos = [], [], 0
         projected = self.projector(torch.stack([c[2] for c in cubes])) if cubes else None
         for i, (start, end, _) in enumerate(cubes):
@@ -168,7 +178,7 @@ class CubeLLM(nn.Module):
         q = self.embed_text(f"question : {question} answer :")
         parts.append(q)
         return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)),
-                      cube_starts=[c[0] for c in cubes])
+                      cube_starts=[c[0] for c in cubes], now=now if now is not None else cubes[-1][1] if cubes else 0.0)
 
     def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[int | None] | None = None) -> torch.Tensor:
         """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for an

@@ -217,7 +217,7 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
             region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten(), weight=weight))
         busy = [bool(clip.boundaries[s:s + n].any()) for s, n in zip(out.starts, out.lengths)]
         shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes, busy)] for q in clip.questions]
-        prompts = [llm.prompt(s, q.text) for s, q in zip(shown, clip.questions)]
+        prompts = [llm.prompt(s, q.text, now=q.asked_at) for s, q in zip(shown, clip.questions)]
         targets = [answer_target(q, s) for s, q in zip(shown, clip.questions)]
         qa.append(llm.loss(prompts, [a for a, _ in targets], [i for _, i in targets]))
         z = out.cubing.logits[0, 1:]
@@ -247,7 +247,7 @@ def quick_eval(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, n_clips: int = 2
         clip = sample_clip(cfg, rng, (cfg.train.train_seeds, cfg.train.train_seeds + 500), {})
         _, cubes = clip_cubes(encoder, clip, 0.0)
         for q in clip.questions:
-            text, _ = llm.generate(llm.prompt(cubes, q.text), cfg.answer.max_answer_tokens)
+            text, _ = llm.generate(llm.prompt(cubes, q.text, now=q.asked_at), cfg.answer.max_answer_tokens)
             right += is_correct(q, text)
             total += 1
     encoder.train(), llm.train()

@@ -153,3 +153,44 @@ def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
     chosen, _, _ = answerer.select(memory, "When did a red circle last enter ?")
     assert marked in chosen and len(chosen) < 8
     assert answerer.answer(memory, "When did a red circle last enter ?").text == "t=92s"
+
+
+def test_last_of_two_look_alikes_is_told_by_age_across_windows():
+    """Two cubes look alike; "last" means the later. The pointer learns it, and since a cube's age counts from
+    the stream's newest time (not the prompt's), the later wins even when scored in a different window where
+    it is the oldest cube shown (a reading by place in the prompt would pick the other)."""
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"llm": {"num_layers": 2}})
+    model = CubeLLM(cfg, tokenizer=build_tokenizer(["When did a red circle last enter ?", "question answer"]))
+    mark = torch.randn(128)
+
+    def example(g):
+        n = int(torch.randint(3, 8, (), generator=g))
+        first, later = sorted(torch.randperm(n, generator=g)[:2].tolist())
+        starts = (torch.rand(n, generator=g) * 50 + 2).cumsum(0)
+        cubes = [(float(s), float(s) + 2, torch.randn(4, 128, generator=g) + 3 * mark * (i in (first, later)))
+                 for i, s in enumerate(starts)]
+        now = float(starts[-1]) + 2 + float(torch.rand((), generator=g)) * 400  # prompts are picked from long memories
+        return model.prompt(cubes, "When did a red circle last enter ?", now=now), later
+
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        batch = [example(g) for _ in range(8)]
+        loss = model.loss([p for p, _ in batch], [POINTER] * 8, [m for _, m in batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tests = [example(torch.Generator().manual_seed(100 + i)) for i in range(20)]
+    assert sum(int(model.pointer_scores(p).argmax()) == later for p, later in tests) >= 18
+    assert model.pointer.recency.weight.abs().sum() > 0
+
+    g = torch.Generator().manual_seed(7)
+    marks = (6, 9)  # the later is the first cube of the second window
+    memory = [Cube("s", i, 20.0 * i, 20.0 * i + 3, 8, torch.randn(4, 128, generator=g) + 3 * mark * (i in marks), 1.0)
+              for i in range(12)]
+    answer_cfg = copy.deepcopy(cfg.answer)
+    answer_cfg.selection, answer_cfg.window_cubes = "pointer", 9
+    scores = Answerer(model, answer_cfg).scores(memory, "When did a red circle last enter ?")
+    assert scores[9] > scores[6] and int(scores.argmax()) == 9
