@@ -156,9 +156,9 @@ def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
 
 
 def test_last_of_two_look_alikes_is_told_by_age_across_windows():
-    """Two cubes look alike; "last" means the later. The pointer learns it, and since a cube's age counts from
-    the stream's newest time (not the prompt's), the later wins even when scored in a different window where
-    it is the oldest cube shown (a reading by place in the prompt would pick the other)."""
+    """Two cubes look alike; "last" means the later. The pointer learns it (its recency term trains), and since
+    a cube's age counts from the stream's newest time, not the prompt's, the later wins across windows too,
+    where it is the oldest cube of its window and the earlier one is not."""
     torch.manual_seed(0)
     cfg = load_config(overrides={"llm": {"num_layers": 2}})
     model = CubeLLM(cfg, tokenizer=build_tokenizer(["When did a red circle last enter ?", "question answer"]))
