@@ -29,7 +29,7 @@ from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
-from stream.questions import Question, is_correct, make_questions, when_key
+from stream.questions import WHEN_KINDS, Question, is_correct, make_questions, when_key
 from stream.synth import COLOURS, SHAPES, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
@@ -42,9 +42,6 @@ EMPTY_REGION_WEIGHT = 0.2
 # every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
-# Live, a "when" prompt's other cubes are the selector's next best guesses, earlier look-alikes of the evidence
-# among them (9 of 24 long-stream "when" questions); random stretches put one in 13 of 427 training prompts,
-# so a clip's first stretch is moved onto one where one fits (`with_lookalike`).
 
 
 @dataclass
@@ -86,14 +83,16 @@ def with_lookalike(tc: TrainConfig, world: SynthWorld, segments: list[tuple[floa
                    rng: random.Random) -> list[tuple[float, float]]:
     """`segments` with the first stretch moved onto an earlier event that looks like one in the last stretch
     (the same `when_key`: "When did a red circle last enter?" cannot tell them apart but by time), where one
-    fits before the second stretch; else unchanged."""
+    fits before the second stretch; else unchanged. Live, a "when" prompt's other cubes are the selector's
+    next best guesses, earlier look-alikes among them (9 of 24 long-stream "when" questions); random
+    stretches put one in a training prompt for 16 of 302."""
     if len(segments) < 2:
         return segments
     length, (a, b) = segments[0][1] - segments[0][0], segments[-1]
-    keys = {when_key(e) for e in world.events_between(a, b) if e.kind in ("enter", "leave", "change")}
+    keys = {when_key(e) for e in world.events_between(a, b) if e.kind in WHEN_KINDS}
     lo, latest = max(0.0, b - tc.history_seconds), segments[1][0] - 1 / FPS - length  # the first stretch's start
-    alike = [e for e in world.events_between(lo, latest + length) if e.kind in ("enter", "leave", "change")
-             and when_key(e) in keys and e.duration + 1 < length]
+    alike = [e for e in world.events_between(lo, latest + length)
+             if e.kind in WHEN_KINDS and when_key(e) in keys and e.duration + 1 < length]
     if not alike:
         return segments
     e = rng.choice(alike)

@@ -26,6 +26,7 @@ from stream.synth import ENTER_S, Event, SynthWorld
 from stream.timefmt import format_time, parse_time
 
 KINDS = ("shape", "colour", "count", "order", "present", "when")
+WHEN_KINDS = ("enter", "leave", "change")  # the events a "When did ... last ...?" question can ask about
 SLICES = ("last_10s", "last_1m", "last_10m", "older")
 SLICE_AGES = (10.0, 60.0, 600.0, math.inf)  # upper bound (s, inclusive) of each slice's evidence age
 COUNT_SPANS = (10, 20, 30, 60, 120, 300)  # lengths (s) of the windows "how many entered" asks about
@@ -172,7 +173,7 @@ class _Log:
         if self._last is None:  # built once per call: one pass over the log
             last: dict[tuple, Event] = {}
             for x in reversed(self.events):
-                if x.kind in ("enter", "leave", "change"):
+                if x.kind in WHEN_KINDS:
                     last.setdefault(when_key(x), x)
             self._last = sorted(last.values(), key=lambda x: x.t)
         return self._last

@@ -9,7 +9,7 @@ from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
 from models.train import clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
-from stream.questions import Question, when_key
+from stream.questions import WHEN_KINDS, Question, when_key
 from stream.synth import SynthWorld
 
 TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "clip_seconds": 16.0,
@@ -135,7 +135,7 @@ def test_a_moved_first_stretch_holds_an_earlier_look_alike_of_an_event_in_the_la
     names one in the last stretch; the stretches stay in order, apart, and within the history."""
     cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 1200.0}})
     tc, rng, moved = cfg.train, random.Random(0), 0
-    keys = lambda w, a, b: {when_key(e) for e in w.events_between(a, b) if e.kind in ("enter", "leave", "change")}
+    keys = lambda w, a, b: {when_key(e) for e in w.events_between(a, b) if e.kind in WHEN_KINDS}
     for seed in range(40):
         world = SynthWorld(seed=seed)
         t_end = rng.uniform(tc.history_seconds, 1800.0)
