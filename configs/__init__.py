@@ -134,7 +134,7 @@ class TrainConfig:
     noise_anneal: float = 0.6  # Gumbel noise weight goes 1.0 -> 0.01 (cosine) over this fraction of the steps
     rate_weight: float = 0.1  # holds the mean cube length near cubing.trained_target_len
     boundary_weight: float = 1.0  # supervised boundary term from the world's event log (0 = Quicksviewer's unsupervised)
-    attribute_weight: float = 1.0  # training-only probe: the (colour, shape) pairs a cube shows
+    attribute_weight: float = 1.0  # training-only probe: the (colour, shape) pairs a cube shows and the events begun in it
     region_weight: float = 1.0  # training-only probe: the object centred in each region of each frame
     train_seeds: int = 10_000  # worlds 0 .. train_seeds-1 train; evaluation uses seeds above
     world_seconds: float = 1800.0  # clips end anywhere in the first this many seconds of a world

@@ -6,8 +6,8 @@ cube in the prompt with its timestamp, and asks questions generated from the wor
 clip. Losses: the answers' cross-entropy (a "when" answer is POINTER, plus the pointer's choice of cube);
 a rate term holding the mean cube length at its target; Quicksviewer's 0.001 * mean |z|; and, since the
 world knows its truth, supervised terms: where events begin (the boundary head, `train.boundary_weight`;
-0 gives Quicksviewer's unsupervised recipe), which objects each cube shows (a training-only probe, `train.attribute_weight`), and which object is centred in
-each region of each frame (a dense training-only probe on the frame tokens, `train.region_weight`).
+0 gives Quicksviewer's unsupervised recipe), what each cube shows (a training-only probe, `train.attribute_weight`:
+the objects in view at its end and the events that begin in it), and which object is centred in each region of each frame (a dense training-only probe on the frame tokens, `train.region_weight`).
 
 Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
 """
@@ -42,6 +42,13 @@ EMPTY_REGION_WEIGHT = 0.2
 # every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
+# What a "when" question names about an event (`when_key`): a cube must carry it for the pointer to find the
+# event. The shipped ft8 pointed at an event of the right kind but the wrong object in 9 of 10 wrong "when"
+# answers on test worlds 11000-11002 (leave of a blue cross for "When did a white triangle last leave?").
+EVENT_KEYS = ([("enter", c, s) for c, s in ATTRIBUTES] + [("leave", c, s) for c, s in ATTRIBUTES]
+              + [("change", c) for c in COLOURS])
+# A cube begins about 0.3 of the 66 events: weighted by the odds against, as the attributes are.
+EVENT_POS_WEIGHT = 60.0
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Clip:
     questions: list[Question]
     boundaries: torch.Tensor  # [T] 1.0 where an event begins since the previous frame
     attributes: torch.Tensor  # [T, A] multi-hot of the (colour, shape) pairs in view at each frame
+    events: torch.Tensor  # [T, E] multi-hot of the EVENT_KEYS that begin since the previous frame (half a second)
     objects: list[list[tuple[float, float, int]]]  # each frame's objects in view: (x, y) in [0, 1), ATTRIBUTES index
 
 
@@ -116,12 +124,13 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
             break
     if len(worlds) > 64:  # worlds keep their logs; bound what a long run holds
         worlds.pop(next(iter(worlds)))
-    starts = world.boundary_times(times[0], times[-1] + 1e-6)
-    b = torch.zeros(n)
-    for t in starts:
-        i = int(np.searchsorted(times, t))  # first frame at or after the event
+    b, events = torch.zeros(n), torch.zeros(n, len(EVENT_KEYS))
+    for e in world.events_between(times[0], times[-1] + 1e-6):
+        i = int(np.searchsorted(times, e.t))  # first frame at or after the event
         if 0 < i < n:
             b[i] = 1.0
+            if e.kind in WHEN_KINDS and times[i] - e.t <= 1 / FPS:  # not one that began in a gap between stretches
+                events[i, EVENT_KEYS.index(when_key(e))] = 1.0
     frames = torch.as_tensor(np.stack([world.frame_at(t) for t in times]))
     attrs, objects = torch.zeros(n, len(ATTRIBUTES)), []
     for i, t in enumerate(times):
@@ -129,7 +138,8 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         for _, _, a in in_view:
             attrs[i, a] = 1.0
         objects.append([(x, y, a) for x, y, a in in_view if 0 <= x < 1 and 0 <= y < 1])
-    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs, objects=objects)
+    return Clip(frames=frames, times=times, questions=qs, boundaries=b, attributes=attrs, events=events,
+                objects=objects)
 
 
 def clip_cubes(encoder: CubeEncoder, clip: Clip, noise: float):
@@ -171,19 +181,21 @@ def answer_target(q: Question, cubes: list) -> tuple[str, int | None]:
     return POINTER, min(range(len(cubes)), key=lambda i: (abs(cubes[i][0] - q.answer_time), -i))
 
 
-class AttributeProbe(torch.nn.Module):
-    """Training-only head: which (colour, shape) pairs are in view at a cube's last frame, read from its tokens.
+class CubeProbe(torch.nn.Module):
+    """Training-only head: what a cube shows, read from its tokens: which (colour, shape) pairs are in view at
+    its last frame, and which events (EVENT_KEYS) begin within it.
 
-    A dense, direct signal that teaches the vision side what the world is made of long before the LLM
-    has learnt to read cubes; it is not part of the shipped model.
+    A dense, direct signal that teaches the vision side what the world is made of, and what happens in it,
+    long before the LLM has learnt to read cubes; it is not part of the shipped model.
     """
 
     def __init__(self, dim: int):
         super().__init__()
-        self.head = torch.nn.Linear(dim, len(ATTRIBUTES))
+        self.head = torch.nn.Linear(dim, len(ATTRIBUTES) + len(EVENT_KEYS))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, K, D] -> [N, A] logits
-        return self.head(tokens).amax(dim=1)
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [N, K, D] -> [N, A], [N, E] logits
+        logits = self.head(tokens).amax(dim=1)
+        return logits[:, :len(ATTRIBUTES)], logits[:, len(ATTRIBUTES):]
 
 
 class RegionProbe(torch.nn.Module):
@@ -202,14 +214,17 @@ class RegionProbe(torch.nn.Module):
 
 
 def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float,
-           probe: AttributeProbe | None = None, region_probe: RegionProbe | None = None) -> dict:
-    qa, rate, bnd, zpen, attr, region = [], [], [], [], [], []
+           probe: CubeProbe | None = None, region_probe: RegionProbe | None = None) -> dict:
+    qa, rate, bnd, zpen, attr, ev, region = [], [], [], [], [], [], []
     for clip in clips:
         out, cubes = clip_cubes(encoder, clip, noise)
         if probe is not None:
             last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
-            attr.append(F.binary_cross_entropy_with_logits(probe(out.tokens), clip.attributes[last],
+            begun = torch.stack([clip.events[s:s + n].amax(0) for s, n in zip(out.starts, out.lengths)])
+            attr_logits, event_logits = probe(out.tokens)
+            attr.append(F.binary_cross_entropy_with_logits(attr_logits, clip.attributes[last],
                                                            pos_weight=torch.tensor(ATTRIBUTE_POS_WEIGHT)))
+            ev.append(F.binary_cross_entropy_with_logits(event_logits, begun, pos_weight=torch.tensor(EVENT_POS_WEIGHT)))
         if region_probe is not None:
             grid = math.isqrt(out.features.shape[1])
             weight = torch.tensor([EMPTY_REGION_WEIGHT] + [1.0] * len(ATTRIBUTES))
@@ -228,8 +243,8 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
     parts["total"] = (parts["qa"] + cfg.train.rate_weight * parts["rate"] + cfg.train.boundary_weight * parts["boundary"]
                       + 0.001 * parts["z"])
     if attr:
-        parts["attributes"] = mean(attr)
-        parts["total"] = parts["total"] + cfg.train.attribute_weight * parts["attributes"]
+        parts["attributes"], parts["events"] = mean(attr), mean(ev)
+        parts["total"] = parts["total"] + cfg.train.attribute_weight * (parts["attributes"] + parts["events"])
     if region:
         parts["regions"] = mean(region)
         parts["total"] = parts["total"] + cfg.train.region_weight * parts["regions"]
@@ -279,7 +294,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     else:
         tokenizer = None if cfg.llm.pretrained else build_tokenizer(tokenizer_corpus(cfg))  # a pretrained LLM's own
         encoder, llm, state = CubeEncoder(cfg), CubeLLM(cfg, tokenizer=tokenizer), None
-    probe = AttributeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None
+    probe = CubeProbe(cfg.resampler.out_dim) if tc.attribute_weight > 0 else None
     if probe is not None and state and state.get("probe"):
         probe.load_state_dict(state["probe"])
     region_probe = RegionProbe(encoder.dim) if tc.region_weight > 0 else None

@@ -271,7 +271,8 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
             return None
         return log.question(f"What entered next after the {_desc(e)} that entered at {format_time(e.t)}?",
                             _desc(nxt), "order", e.t, nxt.t + nxt.duration)
-    # Which of two descriptions first entered after a time: "the red circle" is the first one after it.
+    # Which of two descriptions first entered after a time: "the red circle" is the first one after it. Seeing
+    # from `a` to the earlier entry settles it (the other had not entered by then): its evidence ends there.
     a = round(e.t - rng.uniform(CLEAR_S, 20))
     if a < 0 or not log.clear_of_enters(a):
         return None
@@ -285,7 +286,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
     d1, d2 = rng.sample(sorted(first), 2)
     early, late = sorted((first[d1], first[d2]), key=lambda x: x.t)
     return log.question(f"Which entered first after {format_time(a)}: the {d1} or the {d2}?",
-                        _desc(early), "order", a, late.t + late.duration)
+                        _desc(early), "order", a, early.t + early.duration)
 
 
 def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:

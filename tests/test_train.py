@@ -8,7 +8,7 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
-from models.train import clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
+from models.train import EVENT_KEYS, clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
 from stream.questions import WHEN_KINDS, Question, when_key
 from stream.synth import SynthWorld
 
@@ -165,3 +165,21 @@ def test_training_prompts_show_busy_cubes_before_quiet_ones():
         rest = [i for i in shown if i not in (10, 18, 19)]
         if any(not busy[i] for i in rest):
             assert all(i in shown for i in range(20) if busy[i])
+
+
+def test_clip_events_are_the_logged_events_each_frame_first_shows():
+    """The cube probe's event targets: a frame is labelled with exactly the "when"-nameable events of the log
+    that began in the half second before it, by the key a question names them with, none begun in a gap."""
+    cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 600.0}})
+    rng, labelled = random.Random(1), 0
+    for _ in range(6):
+        worlds = {}
+        clip = sample_clip(cfg, rng, (0, 50), worlds)
+        (world,) = worlds.values()
+        for i in range(1, len(clip.times)):
+            a, b = clip.times[i - 1], clip.times[i]
+            begun = [e for e in world.events_between(max(a, b - 0.5) + 1e-9, b + 1e-9) if e.kind in WHEN_KINDS]
+            assert {EVENT_KEYS[k] for k in clip.events[i].nonzero().flatten().tolist()} == {when_key(e) for e in begun}
+            labelled += len(begun)
+        assert not clip.events[0].any()
+    assert labelled >= 10
