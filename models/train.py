@@ -43,7 +43,7 @@ EMPTY_REGION_WEIGHT = 0.2
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
 # What a "when" question names about an event (`when_key`): a cube must carry it for the pointer to find the
-# event. The shipped ft8 pointed at an event of the right kind but the wrong object in 9 of 10 wrong "when"
+# event. The shipped ft8 pointed at an event of the right kind but the wrong object in 7 of 10 wrong "when"
 # answers on test worlds 11000-11002 (leave of a blue cross for "When did a white triangle last leave?").
 EVENT_KEYS = ([("enter", c, s) for c, s in ATTRIBUTES] + [("leave", c, s) for c, s in ATTRIBUTES]
               + [("change", c) for c in COLOURS])
