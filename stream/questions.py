@@ -284,7 +284,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
     if len(first) < 2:
         return None
     d1, d2 = rng.sample(sorted(first), 2)
-    early, late = sorted((first[d1], first[d2]), key=lambda x: x.t)
+    early = min(first[d1], first[d2], key=lambda x: x.t)
     return log.question(f"Which entered first after {format_time(a)}: the {d1} or the {d2}?",
                         _desc(early), "order", a, early.t + early.duration)
 

@@ -98,6 +98,21 @@ def test_answers_agree_with_the_log(seed):
         assert solve(q, world.events_until(q.asked_at)) == q.answer, q
 
 
+
+def test_which_entered_first_is_settled_by_its_evidence():
+    """Its evidence runs from the named time to the earlier entry, no further: within it the answer's object
+    enters and the other named one does not, so a viewer shown only that span can answer."""
+    asked = 0
+    for seed in (0, 1, 2):
+        world, qs = sample(seed)
+        for q in qs:
+            if m := re.fullmatch(rf"Which entered first after t=(\d+)s: the ({C}) ({S}) or the ({C}) ({S})\?", q.text):
+                t0, t1 = q.evidence_time
+                seen = {(e.colour, e.shape) for e in enters(world.events_until(q.asked_at)) if t0 < e.t <= t1}
+                assert seen & {(m[2], m[3]), (m[4], m[5])} == {tuple(q.answer.split())}, q
+                asked += 1
+    assert asked >= 10
+
 def test_slices_are_tagged_by_the_age_of_the_evidence():
     world, qs = sample(3)
     for q in qs:
