@@ -98,7 +98,6 @@ def test_answers_agree_with_the_log(seed):
         assert solve(q, world.events_until(q.asked_at)) == q.answer, q
 
 
-
 def test_which_entered_first_is_settled_by_its_evidence():
     """Its evidence runs from the named time to the earlier entry, no further: within it the answer's object
     enters and the other named one does not, so a viewer shown only that span can answer."""
@@ -112,6 +111,7 @@ def test_which_entered_first_is_settled_by_its_evidence():
                 assert seen & {(m[2], m[3]), (m[4], m[5])} == {tuple(q.answer.split())}, q
                 asked += 1
     assert asked >= 10
+
 
 def test_slices_are_tagged_by_the_age_of_the_evidence():
     world, qs = sample(3)
