@@ -180,9 +180,10 @@ class CubeLLM(nn.Module):
         return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)),
                       cube_starts=[c[0] for c in cubes], now=now if now is not None else cubes[-1][1] if cubes else 0.0)
 
-    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[int | None] | None = None) -> torch.Tensor:
-        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for an
-        answer that is POINTER, the index of the prompt's cube it means (the pointer's cross-entropy is added)."""
+    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[list[int]] | None = None) -> torch.Tensor:
+        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for each
+        answer, the prompt's cubes the pointer should pick (any of them: the log-likelihood of the set is added;
+        none, no pointer term). A POINTER answer's one cube is the cube it means."""
         seqs, labels = [], []
         for p, a in zip(prompts, answers):
             a_ids = self.ids(a) + [self.tokenizer.eos_token_id]
@@ -194,9 +195,11 @@ class CubeLLM(nn.Module):
         target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
         loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
-        # one row at a time: prompts hold different numbers of cubes, and few answers point
-        pointer = [F.cross_entropy(self.pointer(out.hidden_states[-1][i], prompts[i]).float(), torch.tensor(t, device=embeds.device))
-                   for i, t in enumerate(pointed or []) if t is not None]
+        pointer = []
+        for i, cubes in enumerate(pointed or []):  # one row at a time: prompts hold different numbers of cubes
+            if cubes:
+                logits = self.pointer(out.hidden_states[-1][i], prompts[i]).float()
+                pointer.append(logits.logsumexp(0) - logits[cubes].logsumexp(0))
         return loss + torch.stack(pointer).mean() if pointer else loss
 
     @torch.no_grad()

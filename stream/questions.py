@@ -42,6 +42,7 @@ class Question:
     age_slice: str  # one of SLICES: how long before `asked_at` the evidence begins
     asked_at: float  # t_now
     answer_time: float | None = None  # "when" questions: the exact true time
+    cues: tuple[float, ...] = ()  # when each logged event the answer rests on began (none: what is in view now)
 
 
 def age_slice(age: float) -> str:
@@ -104,10 +105,16 @@ def _ask(log: _Log, kind: str, target: str, rng: random.Random) -> Question | No
     if q is None or q.age_slice != target or log.now - q.evidence_time[0] > log.max_age:
         return None
     # "is it still there" needs only its entry seen: now ends the last stretch, and a leaving between
-    # stretches is told by the object's absence. A count or an order needs all of its span: an entry in a gap
-    # between stretches would be counted but never shown.
+    # stretches is told by the object's absence. A count or an order needs the entries it rests on (its cues)
+    # seen, not all of its span: a gap between stretches may hide entries that do not bear on it. So a viewer
+    # of a few stretches is asked about spans of minutes, as a live prompt of cubes picked from a long memory
+    # is. One with no cues (none entered) needs its whole span, else an entry in a gap would be missed.
     t0, t1 = q.evidence_time
-    return q if log.shows(t0, t0 if q.kind == "present" else t1) else None
+    if q.kind == "present":
+        return q if log.shows(t0, t0) else None
+    if q.kind in ("count", "order") and q.cues:
+        return q if all(log.shows(t, t) for t in q.cues) else None
+    return q if log.shows(t0, t1) else None
 
 
 class _Log:
@@ -178,8 +185,8 @@ class _Log:
             self._last = sorted(last.values(), key=lambda x: x.t)
         return self._last
 
-    def question(self, text, answer, kind, t0, t1, answer_time=None) -> Question:
-        return Question(text, answer, kind, (t0, t1), age_slice(self.now - t0), self.now, answer_time)
+    def question(self, text, answer, kind, t0, t1, cues=(), answer_time=None) -> Question:
+        return Question(text, answer, kind, (t0, t1), age_slice(self.now - t0), self.now, answer_time, tuple(cues))
 
 
 def _desc(e: Event) -> str:
@@ -207,7 +214,7 @@ def _ask_shape(log: _Log, target: str, rng: random.Random) -> Question | None:
     if e is None or not log.lone(e):
         return None
     verb = "entered" if e.kind == "enter" else "changed colour"
-    return log.question(f"What shape {verb} at {format_time(e.t)}?", e.shape, "shape", e.t, e.t + e.duration)
+    return log.question(f"What shape {verb} at {format_time(e.t)}?", e.shape, "shape", e.t, e.t + e.duration, [e.t])
 
 
 def _ask_colour(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -222,7 +229,7 @@ def _ask_colour(log: _Log, target: str, rng: random.Random) -> Question | None:
         return None
     text = (f"What colour was the object that entered at {format_time(e.t)}?" if e.kind == "enter"
             else f"What colour did the {e.shape} turn at {format_time(e.t)}?")
-    return log.question(text, e.colour, "colour", e.t, e.t + e.duration)
+    return log.question(text, e.colour, "colour", e.t, e.t + e.duration, [e.t])
 
 
 def _ask_count(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -257,7 +264,7 @@ def _ask_count(log: _Log, target: str, rng: random.Random) -> Question | None:
     if len(entered) > 9:
         return None
     window = f"since {format_time(a)}" if since else f"between {format_time(a)} and {format_time(b)}"
-    return log.question(f"How many {words} entered {window}?", str(len(entered)), "count", a, b)
+    return log.question(f"How many {words} entered {window}?", str(len(entered)), "count", a, b, [x.t for x in entered])
 
 
 def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -270,7 +277,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
         if nxt is None or not log.done(nxt) or not log.lone(e):
             return None
         return log.question(f"What entered next after the {_desc(e)} that entered at {format_time(e.t)}?",
-                            _desc(nxt), "order", e.t, nxt.t + nxt.duration)
+                            _desc(nxt), "order", e.t, nxt.t + nxt.duration, [e.t, nxt.t])
     # Which of two descriptions first entered after a time: "the red circle" is the first one after it. Seeing
     # from `a` to the earlier entry settles it (the other had not entered by then): its evidence ends there.
     a = round(e.t - rng.uniform(CLEAR_S, 20))
@@ -286,7 +293,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
     d1, d2 = rng.sample(sorted(first), 2)
     early = min(first[d1], first[d2], key=lambda x: x.t)
     return log.question(f"Which entered first after {format_time(a)}: the {d1} or the {d2}?",
-                        _desc(early), "order", a, early.t + early.duration)
+                        _desc(early), "order", a, early.t + early.duration, [early.t])
 
 
 def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -305,7 +312,8 @@ def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
         return None
     gone = log.leave_of.get(e.obj)
     return log.question(f"Is the {_desc(e)} that entered at {format_time(e.t)} still there?",
-                        "no" if gone else "yes", "present", e.t, gone.t + gone.duration if gone else log.now)
+                        "no" if gone else "yes", "present", e.t, gone.t + gone.duration if gone else log.now,
+                        [e.t, gone.t] if gone else [e.t])
 
 
 def _ask_when(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -318,7 +326,7 @@ def _ask_when(log: _Log, target: str, rng: random.Random) -> Question | None:
         return None
     text = (f"When did something last turn {e.colour}?" if e.kind == "change"
             else f"When did a {_desc(e)} last {e.kind}?")
-    return log.question(text, format_time(e.t), "when", e.t, e.t + e.duration, answer_time=e.t)
+    return log.question(text, format_time(e.t), "when", e.t, e.t + e.duration, [e.t], answer_time=e.t)
 
 
 _ASKERS = {"shape": _ask_shape, "colour": _ask_colour, "count": _ask_count, "order": _ask_order,

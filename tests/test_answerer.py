@@ -131,7 +131,7 @@ def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(60):
         batch = [example(g) for _ in range(8)]
-        loss = model.loss([p for p, _, _ in batch], [POINTER] * 8, [m for _, m, _ in batch])
+        loss = model.loss([p for p, _, _ in batch], [POINTER] * 8, [[m] for _, m, _ in batch])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -177,7 +177,7 @@ def test_last_of_two_look_alikes_is_told_by_age_across_windows():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(80):
         batch = [example(g) for _ in range(8)]
-        loss = model.loss([p for p, _ in batch], [POINTER] * 8, [m for _, m in batch])
+        loss = model.loss([p for p, _ in batch], [POINTER] * 8, [[m] for _, m in batch])
         opt.zero_grad()
         loss.backward()
         opt.step()

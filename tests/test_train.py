@@ -8,7 +8,8 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
-from models.train import EVENT_KEYS, clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
+from models.llm import POINTER
+from models.train import EVENT_KEYS, answer_target, clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
 from stream.questions import WHEN_KINDS, Question, when_key
 from stream.synth import SynthWorld
 
@@ -125,7 +126,9 @@ def test_clips_in_stretches_show_the_evidence_of_their_questions():
         assert clip.times[-1] - clip.times[0] <= cfg.train.history_seconds
         spans.append(clip.times[-1] - clip.times[0])
         for q in clip.questions:
-            ends = q.evidence_time[:1] if q.kind == "present" else q.evidence_time  # present: its entry, and now
+            # present: its entry (and now); a count or an order: the entries it rests on
+            ends = (q.evidence_time[:1] if q.kind == "present" else q.cues if q.kind in ("count", "order") and q.cues
+                    else q.evidence_time)
             assert all(min(abs(t - f) for f in clip.times) <= 1.0 for t in ends), (q.text, q.evidence_time)
     assert max(spans) > 4 * cfg.train.clip_seconds and min(spans) == pytest.approx(cfg.train.clip_seconds - 0.5)
 
@@ -166,6 +169,29 @@ def test_training_prompts_show_busy_cubes_before_quiet_ones():
         if any(not busy[i] for i in rest):
             assert all(i in shown for i in range(20) if busy[i])
 
+
+def test_pointer_targets_are_the_shown_cubes_where_the_answer_is_seen():
+    """A time answer points at the cube whose start it will write; any other answer's targets are the cubes
+    holding the first frame (2 fps) after each of its cues, none for a cue the prompt does not show."""
+    cubes = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(10)]  # cube i holds the frames at 2i, 2i + .5, .., 2i + 1.5
+    count = Question("How many objects entered between t=3s and t=19s?", "3", "count", (3.0, 19.0), "last_1m", 30.0,
+                     cues=(4.2, 9.9, 18.0))
+    assert answer_target(count, cubes) == ("3", [2, 5, 9])  # 9.9 is first seen at 10.0, in the cube after its own
+    assert answer_target(count, cubes[:5]) == ("3", [2])  # 9.9 and 18 not shown
+    view = Question("How many objects are in view?", "1", "count", (30.0, 30.0), "last_10s", 30.0)
+    assert answer_target(view, cubes) == ("1", [])
+    when = Question("When did a red circle last enter?", "t=10s", "when", (9.9, 11.0), "last_1m", 30.0, 9.9, (9.9,))
+    assert answer_target(when, cubes) == (POINTER, [5])
+
+def test_training_prompts_always_show_the_cubes_of_the_cues():
+    """However small the random budget, a count's prompt shows every entry it counts (and the newest)."""
+    torch.manual_seed(0)
+    spans = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(20)]
+    q = Question("How many objects entered between t=3s and t=37s?", "3", "count", (3.0, 37.0), "last_1m", 40.0,
+                 cues=(4.2, 20.0, 33.1))
+    for _ in range(50):
+        shown = shown_cubes(spans, q, 2, [False] * 20)
+        assert {2, 10, 16, 18, 19} <= set(shown)  # 33.1 is first seen at 33.5, in cube 16
 
 def test_clip_events_are_the_logged_events_each_frame_first_shows():
     """The cube probe's event targets: a frame is labelled with exactly the "when"-nameable events of the log
