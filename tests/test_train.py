@@ -7,10 +7,10 @@ import torch
 from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
-from models.llm import CubeLLM
-from models.llm import POINTER
-from models.train import EVENT_KEYS, answer_target, clip_segments, losses, sample_clip, shown_cubes, train, with_lookalike
-from stream.questions import WHEN_KINDS, Question, when_key
+from models.llm import POINTER, CubeLLM
+from models.train import (EVENT_KEYS, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes,
+                          train, with_lookalike)
+from stream.questions import WHEN_KINDS, Question, make_questions, when_key
 from stream.synth import SynthWorld
 
 TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "clip_seconds": 16.0,
@@ -156,6 +156,32 @@ def test_a_moved_first_stretch_holds_an_earlier_look_alike_of_an_event_in_the_la
     assert moved >= 5  # it does find look-alikes, not only leave clips alone
 
 
+def test_two_stretches_on_consecutive_entries_ask_about_the_span_between():
+    """on_consecutive_entries: the first two stretches move, whole, onto two entries more than a stretch apart
+    with none logged between them, in order, apart, within the history, before the last; and the clip's
+    questions then include counts and orders whose span runs over the gap."""
+    cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 1200.0}})
+    tc, rng, moved, across = cfg.train, random.Random(0), 0, 0
+    for seed in range(40):
+        world = SynthWorld(seed=seed)
+        t_end = rng.uniform(tc.history_seconds, 1800.0)
+        start = t_end - tc.history_seconds + 100  # three stretches as clip_segments lays them
+        segments = [(start, start + 15.5), (start + 16, start + 31.5), (t_end - 15.5, t_end)]
+        after = on_consecutive_entries(tc, world, segments, rng)
+        assert after[2:] == segments[2:] and [b - a for a, b in after] == pytest.approx([15.5] * 3)
+        if after == segments:
+            continue
+        moved += 1
+        (a0, b0), (a1, b1) = after[:2]
+        assert t_end - tc.history_seconds <= a0 and b0 + 1 / 2 <= a1 and b1 + 1 / 2 <= after[2][0]
+        first, second = [[e for e in world.events_between(a, b) if e.kind == "enter"] for a, b in after[:2]]
+        between = [e for e in world.events_between(first[-1].t + 1e-6, second[0].t) if e.kind == "enter"]
+        assert first and second and not between and second[0].t - first[-1].t > 15.5
+        qs = make_questions(world, t_end, rng, n=24, kinds=("count", "order"), max_age=t_end - a0, shown=after)
+        across += sum(q.evidence_time[0] < b0 and q.evidence_time[1] > a1 for q in qs)
+    assert moved >= 20 and across >= 20
+
+
 def test_training_prompts_show_busy_cubes_before_quiet_ones():
     """Beside the evidence and the newest, a prompt shows cubes where something happens before any quiet one."""
     torch.manual_seed(0)
@@ -198,7 +224,7 @@ def test_clip_events_are_the_logged_events_each_frame_first_shows():
     that began in the half second before it, by the key a question names them with, none begun in a gap."""
     cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 600.0}})
     rng, labelled = random.Random(1), 0
-    for _ in range(6):
+    for _ in range(8):
         worlds = {}
         clip = sample_clip(cfg, rng, (0, 50), worlds)
         (world,) = worlds.values()
