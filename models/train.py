@@ -5,11 +5,11 @@ streaming model (the same causal cubing rule that runs live, with annealed Gumbe
 cube in the prompt with its timestamp, and asks questions generated from the world's log about that
 clip. Losses: the answers' cross-entropy (a "when" answer is POINTER) and the pointer's choice of the
 cubes each answer rests on; a rate term holding the mean cube length at its target; Quicksviewer's
-0.001 * mean |z|; and, since the world knows its truth, supervised terms: where events begin (the boundary head, `train.boundary_weight`;
-0 gives Quicksviewer's unsupervised recipe), what each cube shows (a training-only probe,
-`train.attribute_weight`: the objects in view at its end and the events that begin in it), and which
-object is centred in each region of each frame (a dense training-only probe on the frame tokens,
-`train.region_weight`).
+0.001 * mean |z|; and, since the world knows its truth, supervised terms: where events begin (the
+boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe), what each cube
+shows (a training-only probe, `train.attribute_weight`: the objects in view at its end and the events
+that begin in it), and which object is centred in each region of each frame (a dense training-only
+probe on the frame tokens, `train.region_weight`).
 
 Deterministic from `seed`; `--resume` continues from the last checkpoint with the same random streams.
 """
