@@ -8,8 +8,8 @@ the question), keep the best that fit the LLM's token budget plus always the new
 and answer from them, citing the time spans used.
 
 A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
-evidence lies better than any score: the cubes nearest the named span come first, and scores only
-order the rest. The budget is about as many cubes as the LLM was trained to read (one training clip's
+evidence lies better than any score: the cubes within seconds of the named span come first, and
+scores order the rest. The budget is about as many cubes as the LLM was trained to read (one training clip's
 worth): a small LLM does not carry what it learnt to prompts several times longer.
 """
 from __future__ import annotations
@@ -26,6 +26,12 @@ from models.llm import CubeLLM, time_text
 from stream.timefmt import TIME_WORD
 
 
+# A named time's neighbourhood comes first, but only so far: what "entered next after ... at t=..s" or
+# "no longer there" rests on may lie minutes on, where the pointer (trained on what answers rest on) finds
+# it. Nearest-first over the whole budget filled a prompt with the ±25 s around the named time.
+NAMED_SLACK_S = 16.0
+
+
 def named_span(question: str) -> tuple[float, float] | None:
     """The span of stream time a question names ("at t=12s", "between t=10s and t=40s"), or None."""
     times = [float(t) for t in TIME_WORD.findall(question)]
@@ -34,11 +40,14 @@ def named_span(question: str) -> tuple[float, float] | None:
 
 def priority(spans: Sequence[tuple[float, float]], scores: torch.Tensor,
              named: tuple[float, float] | None = None) -> list[int]:
-    """Every cube's index, most relevant first: nearest the named span (if any), then by score."""
+    """Every cube's index, most relevant first: those within NAMED_SLACK_S of the named span (if any),
+    nearest first, then by score."""
     def key(i):
         (a, b) = spans[i]
-        near = (max(0.0, a - named[1], named[0] - b),) if named else ()  # seconds apart, 0 where they overlap
-        return near + (-float(scores[i]),)
+        if named is None:
+            return (-float(scores[i]),)
+        apart = max(0.0, a - named[1], named[0] - b)  # seconds, 0 where they overlap
+        return (apart > NAMED_SLACK_S, apart if apart <= NAMED_SLACK_S else 0.0, -float(scores[i]))
     return sorted(range(len(spans)), key=key)
 
 

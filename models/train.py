@@ -136,7 +136,6 @@ def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tu
     return [(first, first + length), (second, second + length), *segments[2:]]
 
 
-
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
     tc = cfg.train
     while True:
@@ -198,21 +197,20 @@ def cue_cubes(q: Question, spans: list[tuple[float, float]]) -> list[int]:
 
 def shown_cubes(cubes: list, q: Question, newest: int, busy: list[bool]) -> list[int]:
     """The cubes one question's prompt shows: picked by the Answerer's own rule from a random budget, with
-    the evidence scored above the rest, and the cubes of its cues above that (as a good selector would), so
-    the LLM learns on the short, gappy prompts it reads live rather than only on whole clips. Next come the
-    `busy` cubes, where an event begins: live, a selector's next best guesses are such cubes, not quiet
-    ones, and the LLM must tell the evidence from them (a pointer taught among quiet cubes picked the right
-    one of 16 in 1 of 24). The budget always fits the cues' cubes: a count shown part of what it counts
-    would teach a wrong answer."""
+    the evidence scored above the rest (as a good selector would), so the LLM learns on the short, gappy
+    prompts it reads live rather than only on whole clips. Next come the `busy` cubes, where an event
+    begins: live, a selector's next best guesses are such cubes, not quiet ones, and the LLM must tell the
+    evidence from them (a pointer taught among quiet cubes picked the right one of 16 in 1 of 24). The cubes
+    of its cues come before all, whatever time the question names, and the budget always fits them: an
+    answer read from cubes the prompt does not show (a count shown part of what it counts; the next entry
+    after one at a named time, a minute on) would teach the LLM to guess."""
     spans = [(a, b) for a, b, _ in cubes]
     t0, t1 = q.evidence_time
     evidence = torch.tensor([float(a <= t1 and b >= t0) for a, b in spans])
-    cues = torch.zeros(len(spans))
-    cues[cue_cubes(q, spans)] = 1.0
-    scores = torch.rand(len(spans)) + torch.tensor(busy, dtype=torch.float) + 2 * evidence + 2 * cues
-    least = min(max(MIN_SHOWN, newest + int(cues.sum())), len(spans))
-    fit = int(torch.randint(least, len(spans) + 1, ()))
-    return select_cubes(priority(spans, scores, named_span(q.text)), fit, newest)
+    scores = torch.rand(len(spans)) + torch.tensor(busy, dtype=torch.float) + 2 * evidence
+    cues = cue_cubes(q, spans)
+    fit = int(torch.randint(min(max(MIN_SHOWN, newest + len(cues)), len(spans)), len(spans) + 1, ()))
+    return select_cubes(cues + [i for i in priority(spans, scores, named_span(q.text)) if i not in cues], fit, newest)
 
 
 def answer_target(q: Question, cubes: list) -> tuple[str, list[int]]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from configs import load_config
-from models.answerer import Answerer, QuestionError, named_span
+from models.answerer import NAMED_SLACK_S, Answerer, QuestionError, named_span, priority
 from models.llm import POINTER, CubeLLM, build_tokenizer, detokenize
 from stream.cube import Cube
 
@@ -66,6 +66,18 @@ def test_a_named_time_selects_and_cites_the_cubes_around_it(llm):
     ans = a.answer(mem, "What colour was the object that entered at t=152s ?")
     assert (ans.citations[0].start, ans.citations[0].end) == (150.0, 154.5)
 
+
+def test_a_named_time_comes_first_only_so_far_then_scores():
+    """Within NAMED_SLACK_S of a named time, cubes come nearest first; past it, by score alone: a
+    high-scoring cube minutes away outranks one just past the slack."""
+    spans = [(5.0 * i, 5.0 * i + 4.5) for i in range(60)]  # cube i spans [5i, 5i + 4.5]
+    scores = torch.zeros(60)
+    scores[3], scores[45] = 5.0, 1.0
+    order = priority(spans, scores, (152.0, 152.0))
+    near = [i for i in range(60) if max(0.0, spans[i][0] - 152, 152 - spans[i][1]) <= NAMED_SLACK_S]
+    assert order[:len(near)] == sorted(near, key=lambda i: max(0.0, spans[i][0] - 152, 152 - spans[i][1]))
+    assert order[0] == 30 and order[len(near):len(near) + 2] == [3, 45]
+    assert priority(spans, scores)[:2] == [3, 45]  # no named time: scores alone
 
 def test_answer_reports_citations_tokens_and_latency(llm):
     cfg, model = llm

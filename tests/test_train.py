@@ -210,14 +210,17 @@ def test_pointer_targets_are_the_shown_cubes_where_the_answer_is_seen():
     assert answer_target(when, cubes) == (POINTER, [5])
 
 def test_training_prompts_always_show_the_cubes_of_the_cues():
-    """However small the random budget, a count's prompt shows every entry it counts (and the newest)."""
+    """However small the random budget, a count's prompt shows every entry it counts (and the newest), and
+    "what entered next" the next entry, however far from the time the question names."""
     torch.manual_seed(0)
-    spans = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(20)]
-    q = Question("How many objects entered between t=3s and t=37s?", "3", "count", (3.0, 37.0), "last_1m", 40.0,
-                 cues=(4.2, 20.0, 33.1))
+    spans = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(40)]
+    count = Question("How many objects entered between t=3s and t=37s?", "3", "count", (3.0, 37.0), "last_1m", 80.0,
+                     cues=(4.2, 20.0, 33.1))
+    after = Question("What entered next after the red bar that entered at t=4s?", "blue cross", "order", (4.2, 71.0),
+                     "last_1m", 80.0, cues=(4.2, 70.0))
     for _ in range(50):
-        shown = shown_cubes(spans, q, 2, [False] * 20)
-        assert {2, 10, 16, 18, 19} <= set(shown)  # 33.1 is first seen at 33.5, in cube 16
+        assert {2, 10, 16, 38, 39} <= set(shown_cubes(spans, count, 2, [False] * 40))  # 33.1 is first seen at 33.5
+        assert {2, 35} <= set(shown_cubes(spans, after, 2, [False] * 40))
 
 def test_clip_events_are_the_logged_events_each_frame_first_shows():
     """The cube probe's event targets: a frame is labelled with exactly the "when"-nameable events of the log
