@@ -32,7 +32,7 @@ from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from stream.questions import WHEN_KINDS, Question, is_correct, make_questions, when_key
-from stream.synth import COLOURS, SHAPES, SynthWorld
+from stream.synth import COLOURS, SHAPES, Event, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
 ATTRIBUTES = [(c, s) for c in COLOURS for s in SHAPES]
@@ -90,6 +90,13 @@ def clip_segments(tc: TrainConfig, rng: random.Random, t_end: float) -> list[tup
     return [(lo + o + i * (length + 1 / FPS), lo + o + i * (length + 1 / FPS) + length) for i, o in enumerate(offsets)]
 
 
+def stretch_on(e: Event, length: float, lo: float, hi: float, rng: random.Random) -> float | None:
+    """The start, within [lo, hi], of a stretch of `length` s that shows all of e's motion at a random place
+    in it; None where the bounds clamp it away from e."""
+    start = min(hi, max(lo, e.t - rng.uniform(0.5, length - e.duration - 0.5)))
+    return start if start <= e.t and e.t + e.duration <= start + length else None
+
+
 def with_lookalike(tc: TrainConfig, world: SynthWorld, segments: list[tuple[float, float]],
                    rng: random.Random) -> list[tuple[float, float]]:
     """`segments` with the first stretch moved onto an earlier event that looks like one in the last stretch
@@ -106,11 +113,8 @@ def with_lookalike(tc: TrainConfig, world: SynthWorld, segments: list[tuple[floa
              if e.kind in WHEN_KINDS and when_key(e) in keys and e.duration + 1 < length]
     if not alike:
         return segments
-    e = rng.choice(alike)
-    start = min(latest, max(lo, e.t - rng.uniform(0.5, length - e.duration - 0.5)))
-    if not start <= e.t <= e.t + e.duration <= start + length:  # clamped away from it
-        return segments
-    return [(start, start + length), *segments[1:]]
+    start = stretch_on(rng.choice(alike), length, lo, latest, rng)
+    return segments if start is None else [(start, start + length), *segments[1:]]
 
 
 def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tuple[float, float]],
@@ -118,8 +122,9 @@ def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tu
     """`segments` (three or more) with the first two stretches moved onto two entries with none between them,
     too far apart for one stretch, where such a pair fits before the last stretch; else unchanged. Random
     stretches almost never show every entry of a span of minutes (7 of 1053 training questions had evidence
-    over 48 s long; 23 with this): live, "What entered next after ..." and "How many entered between ..." over
-    minutes are read from a few cubes picked from a long memory, and training must show such prompts."""
+    over 48 s long; 19-23 of 1053-1139 with this): live, "What entered next after ..." and "How many
+    entered between ..." over minutes are read from a few cubes picked from a long memory, and training
+    must show such prompts."""
     if len(segments) < 3:
         return segments
     length, lo = segments[0][1] - segments[0][0], max(0.0, segments[-1][1] - tc.history_seconds)
@@ -129,11 +134,9 @@ def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tu
     if not pairs:
         return segments
     a, b = rng.choice(pairs)
-    first = max(lo, a.t - rng.uniform(0.5, length - a.duration - 1))
-    second = min(room, max(first + length + 1 / FPS, b.t - rng.uniform(0.5, length - b.duration - 1)))
-    if not (first <= a.t and a.t + a.duration <= first + length and second <= b.t and b.t + b.duration <= second + length):
-        return segments
-    return [(first, first + length), (second, second + length), *segments[2:]]
+    first = stretch_on(a, length, lo, room - length - 1 / FPS, rng)
+    second = None if first is None else stretch_on(b, length, first + length + 1 / FPS, room, rng)
+    return segments if second is None else [(first, first + length), (second, second + length), *segments[2:]]
 
 
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:

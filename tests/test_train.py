@@ -172,7 +172,7 @@ def test_two_stretches_on_consecutive_entries_ask_about_the_span_between():
         if after == segments:
             continue
         moved += 1
-        (a0, b0), (a1, b1) = after[:2]
+        (a0, b0), (a1, b1) = after[:2]  # stream times (s) of the synthetic video, not wall time
         assert t_end - tc.history_seconds <= a0 and b0 + 1 / 2 <= a1 and b1 + 1 / 2 <= after[2][0]
         first, second = [[e for e in world.events_between(a, b) if e.kind == "enter"] for a, b in after[:2]]
         between = [e for e in world.events_between(first[-1].t + 1e-6, second[0].t) if e.kind == "enter"]
