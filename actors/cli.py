@@ -126,8 +126,10 @@ def cmd_streams(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    a = _client(args).ask(args.id, args.question, args.start, args.end)
+    a = _client(args).ask(args.id, args.question, args.start, args.end, args.option)
     print(a["text"])
+    for option, logp in zip(args.option or [], a.get("option_logprobs", [])):
+        print(f"  option {option!r}: log-likelihood {logp:.3f}")
     for c in a["citations"]:
         print(f"  cited t={c['start']:.1f}-{c['end']:.1f}s (score {c['score']:.3f})")
     return 0
@@ -187,7 +189,7 @@ def cmd_demo(args) -> int:
         print(f"\n{s['encoder_counters']['frames']} frames encoded into {s['encoder_counters']['cubes']} cubes; "
               f"frame to memory p50 {1000 * (s['latency_p50'] or 0):.0f} ms, p95 {1000 * (s['latency_p95'] or 0):.0f} ms\n")
         for q in make_questions(world, t_now, rng=args.seed, n=args.questions, max_age=t_now):
-            a = client.ask("camera", q.text)
+            a = client.ask("camera", q.text, options=list(q.options) or None)
             cited = ", ".join(f"{c['start']:.1f}-{c['end']:.1f}s" for c in a["citations"])
             print(f"Q: {q.text}\n   answer: {a['text']!r}   cited: {cited}\n"
                   f"   truth:  {q.answer!r} seen at {q.evidence_time[0]:.1f}-{q.evidence_time[1]:.1f}s "
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("question")
             p.add_argument("--start", type=float, help="only cubes after this stream time (s)")
             p.add_argument("--end", type=float, help="only cubes before this stream time (s)")
+            p.add_argument("--option", action="append", help="an answer to choose from (repeat: a multiple-choice question)")
         p.set_defaults(func=fn)
     p = sub.add_parser("train", help="train a profile end to end on the synthetic world")
     p.add_argument("--config", default="default")

@@ -3,6 +3,7 @@
     client = Client("http://127.0.0.1:8080", token)
     client.add("cam1", "rtsp://camera/stream1")
     client.ask("cam1", "what colour is the car that left ?", start=60, end=120)
+    client.ask("cam1", "is the red car still there ?", options=["yes", "no"])
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ class Client:
         """The JPEG of a timeline entry."""
         return self._call("GET", f"/streams/{stream_id}/thumbnails/{entry_id}")
 
-    def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None) -> dict:
-        body = {"question": question} | {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None,
+            options: list[str] | None = None) -> dict:
+        """The answer: free text, or one of `options` (with `option_logprobs`, each one's log-likelihood)."""
+        body = {"question": question} | {k: v for k, v in (("start", start), ("end", end), ("options", options))
+                                         if v is not None}
         return self._call("POST", f"/streams/{stream_id}/ask", body)
 
     def metrics(self) -> str:

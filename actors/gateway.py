@@ -8,7 +8,8 @@
     DELETE /streams/{id}
     GET    /streams/{id}/timeline          its memory: entries (id, level, start, end, num_frames, cubes, thumbnail)
     GET    /streams/{id}/thumbnails/{n}    entry n's JPEG
-    POST   /streams/{id}/ask               {"question": "...", "start": s, "end": s} (the window is optional)
+    POST   /streams/{id}/ask               {"question": "...", "start": s, "end": s, "options": ["...", ...]}
+                                           (window and options optional; with options the answer is one of them)
     POST   /whip/{name}                    WHIP (RFC 9725): a publisher's SDP offer, for a stream added as whip://name
     DELETE /whip/{name}/{session}          WHIP: the publisher leaves
 
@@ -133,12 +134,12 @@ class Gateway:
         return web.Response(body=jpeg, content_type="image/jpeg")
 
     async def ask(self, request):
-        body = await _body(request, {"question": str}, {"start": (int, float), "end": (int, float)})
+        body = await _body(request, {"question": str}, {"start": (int, float), "end": (int, float), "options": list})
         if len(body["question"]) > self.cfg.server.max_question_chars:
             raise web.HTTPBadRequest(text=f"the question is longer than {self.cfg.server.max_question_chars} characters\n")
         started = time.perf_counter()
         result = await self._call(self.controller.ask.remote(request.match_info["id"], body["question"],
-                                                              body.get("start"), body.get("end")))
+                                                              body.get("start"), body.get("end"), body.get("options")))
         self._observe(time.perf_counter() - started)
         return _reply(request, result)
 

@@ -170,17 +170,18 @@ class LLMActor:
             llm = llm.cuda()
         self.answerer = Answerer(llm, cfg.answer)
 
-    def answer(self, entries: list, question: str) -> dict:
+    def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""
         from models.answerer import QuestionError
 
         try:
-            a = self.answerer.answer(entries, question)
+            a = self.answerer.answer(entries, question, options)
         except QuestionError as e:
             return {"error": str(e)}
         return {"text": a.text, "citations": [{"start": c.start, "end": c.end, "score": c.score} for c in a.citations],
                 "tokens_used": a.tokens_used, "latency_s": a.latency_s,
-                "cubes_considered": a.cubes_considered, "cubes_used": a.cubes_used}
+                "cubes_considered": a.cubes_considered, "cubes_used": a.cubes_used} | \
+            ({"option_logprobs": a.option_logprobs} if a.option_logprobs is not None else {})
 
 
 class RequestError(ValueError):
@@ -304,14 +305,15 @@ class Controller:
                                "(no such entry, merged into a newer one, or none taken)", status=404)
         return jpeg
 
-    async def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None) -> dict:
+    async def ask(self, stream_id: str, question: str, start: float | None = None, end: float | None = None,
+                  options: list | None = None) -> dict:
         s = self._get(stream_id)
         if start is not None and end is not None and start > end:
             raise RequestError(f"the window's start ({start}) is after its end ({end})")
         entries = self.encoders[s.encoder].window.remote(stream_id, start, end)  # goes to the LLM actor directly
         llm = self.llms[self.next_llm % len(self.llms)]
         self.next_llm += 1
-        result = await self._bounded(llm.answer.remote(entries, question))
+        result = await self._bounded(llm.answer.remote(entries, question, options))
         if "error" in result:
             raise RequestError(result["error"])
         return result

@@ -110,13 +110,14 @@ class AnswerConfig:
     window_cubes: int = 48  # XComp's local windows: cubes scored together in one pass
     max_question_tokens: int = 48
     max_answer_tokens: int = 12
+    max_options: int = 32  # a multiple-choice question's options (each at most max_answer_tokens long)
     citations: int = 3  # cited time spans: the highest-scoring selected cubes
     selection: str = "attention"  # "attention" (XComp), "pointer" (the trained CubePointer's logits, by window),
     #   "key" (cosine of cube keys to the question), "recent" (none)
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
-                  "citations")
+                  "max_options", "citations")
         if self.selection not in ("attention", "key", "recent", "pointer"):
             raise ConfigError(f"answer.selection must be 'attention', 'pointer', 'key' or 'recent', got {self.selection!r}")
 

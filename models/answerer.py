@@ -5,7 +5,8 @@ computed over local windows so that the LLM's bias toward the start and end of a
 decide. Here the units are cubes: score every cube that way (or by the logits of the LLM's trained
 `CubePointer`, which learnt which cube a question is about; or, cheaper, by the cosine of its key to
 the question), keep the best that fit the LLM's token budget plus always the newest, in time order,
-and answer from them, citing the time spans used.
+and answer from them, citing the time spans used. A question may come with the options it allows
+("the red circle or the blue bar?"): the answer is then the option the LLM finds most likely.
 
 A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
 evidence lies better than any score: the cubes within seconds of the named span come first, and
@@ -64,7 +65,7 @@ def select_cubes(order: list[int], fit: int, newest: int) -> list[int]:
 
 
 class QuestionError(ValueError):
-    """A question that cannot be asked (empty, too long); nothing was run."""
+    """A question that cannot be asked (empty, too long, unusable options); nothing was run."""
 
 
 class CubeLike(Protocol):
@@ -84,10 +85,11 @@ class Citation:
 class Answer:
     text: str
     citations: list[Citation]  # most relevant first: nearest a time the question names, then by score
-    tokens_used: int  # prompt + generated tokens
+    tokens_used: int  # prompt + generated tokens (with options: + every option's tokens, each read once)
     latency_s: float
     cubes_considered: int
     cubes_used: int
+    option_logprobs: list[float] | None = None  # with options: each one's log-likelihood, in the order given
 
 
 class Answerer:
@@ -101,6 +103,23 @@ class Answerer:
         if len(ids) > self.cfg.max_question_tokens:
             raise QuestionError(f"the question has {len(ids)} tokens, more than the limit of {self.cfg.max_question_tokens}")
         return ids
+
+    def check_options(self, options: Sequence[str]) -> list[str]:
+        """Options stripped; refused unless there are 2..max_options distinct ones the LLM can read and write."""
+        if isinstance(options, str) or not all(isinstance(o, str) and o.strip() for o in options):
+            raise QuestionError("options must be a list of non-empty strings")
+        options = [o.strip() for o in options]
+        if not 2 <= len(options) <= self.cfg.max_options or len(set(options)) < len(options):
+            raise QuestionError(f"give 2 to {self.cfg.max_options} distinct options, not {len(options)} with "
+                                f"{len(options) - len(set(options))} repeated")
+        unk = self.llm.tokenizer.unk_token_id
+        for o in options:
+            ids = self.llm.ids(o)
+            if len(ids) > self.cfg.max_answer_tokens:
+                raise QuestionError(f"the option {o!r} has {len(ids)} tokens, more than the limit of {self.cfg.max_answer_tokens}")
+            if unk is not None and unk in ids:  # every such option would read as one and the same unknown word
+                raise QuestionError(f"the option {o!r} has words the model does not know")
+        return options
 
     @torch.no_grad()
     def scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
@@ -132,10 +151,12 @@ class Answerer:
         return select_cubes(order, fit, self.cfg.newest_cubes), order, scores
 
     @torch.no_grad()
-    def answer(self, cubes: Sequence[CubeLike], question: str) -> Answer:
-        """Answer `question` from `cubes` (a stream's memory, in time order)."""
+    def answer(self, cubes: Sequence[CubeLike], question: str, options: Sequence[str] | None = None) -> Answer:
+        """Answer `question` from `cubes` (a stream's memory, in time order): written freely, or the most
+        likely of `options` where given."""
         started = time.perf_counter()
-        self.question_ids(question)  # refuses an empty or too long question before any work
+        self.question_ids(question)  # refuses an empty or too long question, or bad options, before any work
+        options = self.check_options(options) if options is not None else None
         cubes = list(cubes)
         if not cubes:
             return Answer(text="", citations=[], tokens_used=0, latency_s=time.perf_counter() - started,
@@ -143,9 +164,15 @@ class Answerer:
         chosen, order, scores = self.select(cubes, question)
         prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip(),
                                  now=cubes[-1].end)
-        text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens)
+        logprobs = None
+        if options is None:
+            text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens)
+        else:
+            logprobs = self.llm.option_logprobs(prompt, options).tolist()
+            text = options[max(range(len(options)), key=logprobs.__getitem__)]
+            generated = sum(len(self.llm.ids(o)) + 1 for o in options)
         shown = set(chosen)
         best = [i for i in order if i in shown][:self.cfg.citations]
         return Answer(text=text, citations=[Citation(cubes[i].start, cubes[i].end, float(scores[i])) for i in best],
                       tokens_used=len(prompt.embeds) + generated, latency_s=time.perf_counter() - started,
-                      cubes_considered=len(cubes), cubes_used=len(chosen))
+                      cubes_considered=len(cubes), cubes_used=len(chosen), option_logprobs=logprobs)

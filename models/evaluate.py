@@ -2,7 +2,7 @@
 
 Each world is streamed frame by frame through `StreamEncoder` (the live path, not the training form),
 the closed cubes go into a `RollingMemory` under the profile's token budget, and questions generated from the world's log are asked at the stream's end
-through the `Answerer`. Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
+through the `Answerer` (as multiple choice where the question offers its answers). Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
 against the true event times (1 s tolerance), mean frames per cube, tokens kept per frame and the
 compression against the vision tower's per-frame patch tokens. Boundaries are the head's own decisions:
 a cube closed by max_len (a quiet stretch cut to bound memory granularity) claims no event. Baselines use the same trained weights,
@@ -122,7 +122,7 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
                 memory.add(c)
             t_now = cubes[-1].end
             for q in make_questions(world, t_now, random.Random(seed), n=questions):
-                ans = answerer.answer(memory.entries(), q.text)
+                ans = answerer.answer(memory.entries(), q.text, q.options or None)
                 ok = is_correct(q, ans.text)
                 if q.evidence_time[1] < t_now - RECALL_MIN_AGE:
                     scores.cited.append(_citation_rank(ans, q))

@@ -180,10 +180,9 @@ class CubeLLM(nn.Module):
         return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)),
                       cube_starts=[c[0] for c in cubes], now=now if now is not None else cubes[-1][1] if cubes else 0.0)
 
-    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[list[int]] | None = None) -> torch.Tensor:
-        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for each
-        answer, the prompt's cubes the pointer should pick (any of them: the log-likelihood of the set is added;
-        none, no pointer term). A POINTER answer's one cube is the cube it means."""
+    def _answer_batch(self, prompts: list[Prompt], answers: list[str]):
+        """Each prompt followed by its answer and EOS, right-padded: the LM's output and each row's labels
+        (the answer's tokens where they are predicted, -100 elsewhere)."""
         seqs, labels = [], []
         for p, a in zip(prompts, answers):
             a_ids = self.ids(a) + [self.tokenizer.eos_token_id]
@@ -193,7 +192,13 @@ class CubeLLM(nn.Module):
         embeds = torch.stack([F.pad(s, (0, 0, 0, L - len(s))) for s in seqs])
         mask = torch.tensor([[1] * len(s) + [0] * (L - len(s)) for s in seqs], device=embeds.device)
         target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
-        out = self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+        return self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True), target
+
+    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[list[int]] | None = None) -> torch.Tensor:
+        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for each
+        answer, the prompt's cubes the pointer should pick (any of them: the log-likelihood of the set is added;
+        none, no pointer term). A POINTER answer's one cube is the cube it means."""
+        out, target = self._answer_batch(prompts, answers)
         loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
         pointer = []
         for i, cubes in enumerate(pointed or []):  # one row at a time: prompts hold different numbers of cubes
@@ -201,6 +206,15 @@ class CubeLLM(nn.Module):
                 logits = self.pointer(out.hidden_states[-1][i], prompts[i]).float()
                 pointer.append(logits.logsumexp(0) - logits[cubes].logsumexp(0))
         return loss + torch.stack(pointer).mean() if pointer else loss
+
+    @torch.no_grad()
+    def option_logprobs(self, prompt: Prompt, options: list[str]) -> torch.Tensor:
+        """The log-likelihood of each option (its tokens and EOS) as the whole answer to `prompt`: a question's
+        answer chosen from the options it allows, as multiple-choice benchmarks score a model, rather than
+        written freely (a small LM asked "the red circle or the blue bar?" may write a third object)."""
+        out, target = self._answer_batch([prompt] * len(options), options)
+        logp = out.logits.float().log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+        return (logp * (target != -100)).sum(1)
 
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:

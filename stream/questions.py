@@ -11,7 +11,8 @@ token and an evaluator can compare them exactly:
     present  "yes" | "no"
     when     "t=<whole seconds>s", e.g. "t=1234s"; `answer_time` holds the exact time for scoring with a tolerance
 
-Questions name times in the same "t=...s" form. Objects are named as they looked at the event asked
+"Which entered first: the A or the B?" and "Is ... still there?" offer their answers (`options`): an
+evaluator asks them as multiple choice. Questions name times in the same "t=...s" form. Objects are named as they looked at the event asked
 about: "the red circle that entered at t=...s" was red as it entered, even if it has changed since. Each question carries the span of stream time its evidence lies in, and is
 tagged by how long before `t_now` that evidence begins (its recall slice).
 """
@@ -43,6 +44,7 @@ class Question:
     asked_at: float  # t_now
     answer_time: float | None = None  # "when" questions: the exact true time
     cues: tuple[float, ...] = ()  # when each logged event the answer rests on began (none: what is in view now)
+    options: tuple[str, ...] = ()  # the answers the question offers ("the A or the B?", yes or no); none: open
 
 
 def age_slice(age: float) -> str:
@@ -185,8 +187,9 @@ class _Log:
             self._last = sorted(last.values(), key=lambda x: x.t)
         return self._last
 
-    def question(self, text, answer, kind, t0, t1, cues=(), answer_time=None) -> Question:
-        return Question(text, answer, kind, (t0, t1), age_slice(self.now - t0), self.now, answer_time, tuple(cues))
+    def question(self, text, answer, kind, t0, t1, cues=(), answer_time=None, options=()) -> Question:
+        return Question(text, answer, kind, (t0, t1), age_slice(self.now - t0), self.now, answer_time, tuple(cues),
+                        tuple(options))
 
 
 def _desc(e: Event) -> str:
@@ -293,7 +296,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
     d1, d2 = rng.sample(sorted(first), 2)
     early = min(first[d1], first[d2], key=lambda x: x.t)
     return log.question(f"Which entered first after {format_time(a)}: the {d1} or the {d2}?",
-                        _desc(early), "order", a, early.t + early.duration, [early.t])
+                        _desc(early), "order", a, early.t + early.duration, [early.t], options=(d1, d2))
 
 
 def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
@@ -313,7 +316,7 @@ def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
     gone = log.leave_of.get(e.obj)
     return log.question(f"Is the {_desc(e)} that entered at {format_time(e.t)} still there?",
                         "no" if gone else "yes", "present", e.t, gone.t + gone.duration if gone else log.now,
-                        [e.t, gone.t] if gone else [e.t])
+                        [e.t, gone.t] if gone else [e.t], options=("yes", "no"))
 
 
 def _ask_when(log: _Log, target: str, rng: random.Random) -> Question | None:

@@ -94,6 +94,38 @@ def test_answer_reports_citations_tokens_and_latency(llm):
     assert ans.tokens_used > 8 * 4 and ans.latency_s > 0 and ans.cubes_used == 8
 
 
+def test_options_answer_with_the_most_likely_one(llm):
+    """With options the answer is the one of highest log-likelihood: each option's, scored in one padded
+    batch, is what the training loss gives that option alone (its mean cross-entropy times its tokens)."""
+    cfg, model = llm
+    a = Answerer(model, cfg.answer)
+    mem = cubes(8)
+    question = "What colour was the object that entered at t=12s ?"
+    options = ["red", "green", "yes no", "red green red"]  # of different lengths: padding must not count
+    ans = a.answer(mem, question, options)
+    assert ans.text == options[max(range(4), key=ans.option_logprobs.__getitem__)]
+    chosen, _, _ = a.select(mem, question)
+    prompt = model.prompt([(mem[i].start, mem[i].end, mem[i].tokens) for i in chosen], question, now=mem[-1].end)
+    with torch.no_grad():
+        alone = [-float(model.loss([prompt], [o])) * (len(model.ids(o)) + 1) for o in options]
+    assert ans.option_logprobs == pytest.approx(alone, abs=1e-4)
+    again = a.answer(mem, question, options[::-1])  # the order given changes nothing but the order reported
+    assert again.text == ans.text and again.option_logprobs == pytest.approx(ans.option_logprobs[::-1], abs=1e-5)
+    assert a.answer(mem, question).option_logprobs is None
+
+
+def test_bad_options_are_clear_errors(llm):
+    cfg, model = llm
+    a = Answerer(model, cfg.answer)
+    question = "What colour was the object that entered at t=12s ?"
+    for options, match in ((["red"], "2 to"), (["red", "red "], "repeated"), ("red", "list"), (["red", 3], "list"),
+                           (["red", ""], "list"), (["red", "zebra"], "does not know"),
+                           (["red", "red " * (cfg.answer.max_answer_tokens + 1)], "limit"),
+                           ([f"red {'green ' * i}" for i in range(cfg.answer.max_options + 1)], "2 to")):
+        with pytest.raises(QuestionError, match=match):
+            a.answer(cubes(3), question, options)
+
+
 def test_detokenize_joins_numbers_and_words():
     assert detokenize(["t", "=", "1", "2", "s"]) == "t=12s"
     assert detokenize(["red", "circle"]) == "red circle"

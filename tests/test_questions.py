@@ -113,6 +113,23 @@ def test_which_entered_first_is_settled_by_its_evidence():
     assert asked >= 10
 
 
+def test_options_are_the_answers_the_question_offers():
+    """"The A or the B?" offers the two it names, "still there?" yes and no; the answer is always one of
+    them. Every other question is open."""
+    offered = collections.Counter()
+    for seed in (0, 1):
+        for q in sample(seed)[1]:
+            if m := re.fullmatch(rf"Which entered first after t=\d+s: the ((?:{C}) (?:{S})) or the ((?:{C}) (?:{S}))\?", q.text):
+                assert q.options == (m[1], m[2]), q
+            elif q.kind == "present":
+                assert q.options == ("yes", "no"), q
+            else:
+                assert q.options == (), q
+            assert not q.options or q.answer in q.options, q
+            offered[q.kind] += bool(q.options)
+    assert offered["order"] >= 10 and offered["present"] >= 20
+
+
 def test_cues_are_the_logged_events_the_answer_rests_on():
     """A question's cues are when the events its answer is read from began: each a logged event within its
     evidence; a count's are the entries it counts, a "when" its answer, a "no longer there" the entry and

@@ -83,6 +83,12 @@ def test_synthetic_stream_answers_with_citations(client, synth):
     windowed = client.ask(synth, "what happened ?", start=first["start"], end=first["end"])
     assert [(c["start"], c["end"]) for c in windowed["citations"]] == [(first["start"], first["end"])]
 
+    # a multiple-choice question is answered with one of its options, each scored
+    chosen = client.ask(synth, "Is the red square still there?", options=["yes", "no"])
+    assert chosen["text"] in ("yes", "no") and len(chosen["option_logprobs"]) == 2
+    assert chosen["text"] == ("yes", "no")[chosen["option_logprobs"].index(max(chosen["option_logprobs"]))]
+    assert "option_logprobs" not in answer
+
     s = client.stream(synth)
     assert s["source"]["state"] == "connected" and s["encoder_counters"]["frames"] > 0
     assert [x["id"] for x in client.streams()] == [synth]
@@ -156,6 +162,11 @@ async def test_malformed_requests_are_4xx_and_the_service_stays_up(service, synt
         ("POST", ask, json.dumps({"question": "word " * 500}).encode(), 400),
         ("POST", ask, json.dumps({"question": "why ?", "start": "yesterday"}).encode(), 400),
         ("POST", ask, json.dumps({"question": "why ?", "extra": 1}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "options": "yes"}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "options": ["yes"]}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "options": ["yes", 1]}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "options": ["yes", "yes"]}).encode(), 400),
+        ("POST", ask, json.dumps({"question": "why ?", "options": ["yes", "qwertyuiop"]}).encode(), 400),
         ("POST", f"{service.url}/streams/nope/ask", json.dumps({"question": "why ?"}).encode(), 404),
         ("GET", f"{service.url}/streams/nope", None, 404),
         ("DELETE", f"{service.url}/streams/nope", None, 404),
@@ -251,6 +262,9 @@ def test_cli_add_streams_ask(service, synth, capsys):
     assert "added cli" in out and "synth://?seed=5" in out
     assert main(["ask", *common, synth, "what colour is the square ?"]) == 0
     assert "cited t=" in capsys.readouterr().out
+    assert main(["ask", *common, synth, "Is the red square still there?", "--option", "yes", "--option", "no"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] in ("yes", "no") and out[1].startswith("  option 'yes': log-likelihood ")
     Client(service.url, service.token).remove("cli")
 
 
