@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1200.0, help="stream length per world")
     p.add_argument("--questions", type=int, default=24, help="questions per world, asked at the stream's end")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="write the results here, with every question asked and its answer")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. answer.context_tokens=160")
     p.set_defaults(func=cmd_eval)
     args = ap.parse_args(argv)

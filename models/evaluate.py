@@ -49,6 +49,7 @@ class Scores:
     cubes: int = 0
     tokens: int = 0
     cited: list = field(default_factory=list)  # per past-evidence question: rank of the first right citation, or None
+    answers: list = field(default_factory=list)  # one record a question: what was asked and answered, and where
 
     def summary(self, patch_tokens: int) -> dict:
         acc = {k: self.right[k] / self.total[k] for k in self.total if self.total[k]}
@@ -62,7 +63,7 @@ class Scores:
                 "frames_per_cube": self.frames / max(self.cubes, 1), "tokens_per_frame": per_frame,
                 "compression": patch_tokens / per_frame if per_frame else float("inf"),
                 **{f"recall@{k}": sum(r is not None and r < k for r in self.cited) / len(self.cited) if self.cited else None
-                   for k in RECALL_AT}}
+                   for k in RECALL_AT}, "answers": self.answers}
 
 
 def match_boundaries(pred: list[float], true: list[float], tol: float = 1.0) -> int:
@@ -129,6 +130,9 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
                 for key in ("all", q.age_slice, q.kind):
                     scores.right[key] += ok
                     scores.total[key] += 1
+                scores.answers.append({"world": seed, "question": q.text, "kind": q.kind, "slice": q.age_slice,
+                                       "truth": q.answer, "evidence": q.evidence_time, "answer": ans.text, "right": ok,
+                                       "cited": [(c.start, c.end) for c in ans.citations]})
         results[method] = scores.summary(patch_tokens)
         log(f"{method}: qa {results[method]['qa']:.3f} boundary_f1 {results[method]['boundary_f1']:.3f}")
     return results

@@ -33,7 +33,7 @@ def test_evaluate_counts_match_an_independent_replay(setup):
     seeds, seconds = [20_001, 20_002], 25.0  # 50 frames a world
     res = evaluate(cfg, encoder, llm, seeds, seconds, questions=2, methods=("adaptive", "fixed", "uniform"), log=lambda *_: None)
 
-    asked = 0
+    asked, texts = 0, []
     cubes_adaptive, tp, n_pred, n_true = 0, 0, 0, 0
     for seed in seeds:
         world = SynthWorld(seed=seed)
@@ -42,12 +42,19 @@ def test_evaluate_counts_match_an_independent_replay(setup):
         pred = [c.start for prev, c in zip(cubes, cubes[1:]) if not prev.forced]
         true = world.boundary_times(0.5, seconds)
         tp, n_pred, n_true = tp + match_boundaries(pred, true), n_pred + len(pred), n_true + len(true)
-        asked += len(make_questions(world, cubes[-1].end, random.Random(seed), n=2))
+        qs = make_questions(world, cubes[-1].end, random.Random(seed), n=2)
+        asked, texts = asked + len(qs), texts + [(seed, q.text, q.answer) for q in qs]
     frames = len(seeds) * int(seconds * 2)
     K = cfg.resampler.num_queries
 
     a = res["adaptive"]
     assert a["questions"] == asked
+    # every question is on record with its answer; the accuracies are those of the records
+    assert [(r["world"], r["question"], r["truth"]) for r in a["answers"]] == texts
+    assert a["qa"] == pytest.approx(sum(r["right"] for r in a["answers"]) / asked)
+    for kind, acc in a["qa_by_kind"].items():
+        of_kind = [r["right"] for r in a["answers"] if r["kind"] == kind]
+        assert acc == (pytest.approx(sum(of_kind) / len(of_kind)) if of_kind else None)
     assert a["frames_per_cube"] == pytest.approx(frames / cubes_adaptive)
     assert a["tokens_per_frame"] == pytest.approx(K * cubes_adaptive / frames)
     assert a["boundary_precision"] == pytest.approx(tp / n_pred)
