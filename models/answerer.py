@@ -133,7 +133,7 @@ class Answerer:
         for i in range(0, len(cubes), w):
             window = cubes[i:i + w]
             p = self.llm.prompt([(c.start, c.end, c.tokens) for c in window], question, now=cubes[-1].end)
-            if self.cfg.selection == "pointer":  # one trained head's logits: comparable across windows as they are
+            if self.cfg.selection == "pointer":  # logits trained against a fixed "none": comparable across windows
                 out.append(self.llm.pointer_scores(p))
             else:  # attention mass is shared within a window; scaling by its size keeps windows comparable
                 out.append(self.llm.attention_scores(p) * len(window))

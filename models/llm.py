@@ -180,12 +180,12 @@ class CubeLLM(nn.Module):
         return Prompt(embeds=torch.cat(parts), cube_spans=spans, question_span=(pos, pos + len(q)),
                       cube_starts=[c[0] for c in cubes], now=now if now is not None else cubes[-1][1] if cubes else 0.0)
 
-    def _answer_batch(self, prompts: list[Prompt], answers: list[str]):
-        """Each prompt followed by its answer and EOS, right-padded: the LM's output and each row's labels
-        (the answer's tokens where they are predicted, -100 elsewhere)."""
+    def _answer_batch(self, prompts: list[Prompt], answers: list[str | None]):
+        """Each prompt followed by its answer and EOS (a None answer: the prompt alone), right-padded: the LM's
+        output and each row's labels (the answer's tokens where they are predicted, -100 elsewhere)."""
         seqs, labels = [], []
         for p, a in zip(prompts, answers):
-            a_ids = self.ids(a) + [self.tokenizer.eos_token_id]
+            a_ids = [] if a is None else self.ids(a) + [self.tokenizer.eos_token_id]
             seqs.append(torch.cat([p.embeds, self.embed_ids(a_ids)]))
             labels.append([-100] * (len(p.embeds) - 1) + a_ids + [-100])  # label i is the token at i + 1
         L = max(len(s) for s in seqs)
@@ -194,17 +194,25 @@ class CubeLLM(nn.Module):
         target = torch.tensor([lab + [-100] * (L - len(lab)) for lab in labels], device=embeds.device)
         return self.lm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True), target
 
-    def loss(self, prompts: list[Prompt], answers: list[str], pointed: list[list[int]] | None = None) -> torch.Tensor:
-        """Cross-entropy of each answer (and its EOS) after its prompt; right-padded batch. `pointed`: for each
-        answer, the prompt's cubes the pointer should pick (any of them: the log-likelihood of the set is added;
-        none, no pointer term). A POINTER answer's one cube is the cube it means."""
+    def loss(self, prompts: list[Prompt], answers: list[str | None], pointed: list[list[int] | None] | None = None) -> torch.Tensor:
+        """Cross-entropy of each answer (and its EOS) after its prompt (None: no answer, the row trains the
+        pointer alone); right-padded batch. `pointed`: for each prompt, the cubes the pointer should pick (any
+        of them: the log-likelihood of the set is added), [] for none of its cubes, or None for no pointer
+        term. A POINTER answer's one cube is the cube it means.
+
+        The pointer's softmax has one more choice, "none of these", its logit fixed at 0. Selection scores a
+        long memory window by window and compares the logits across windows, most of which do not hold the
+        answer; a softmax over cubes alone leaves each window's logits free to shift together, and a busy
+        window outscored the one with the answer. Against a fixed "none" they mean the same in every window."""
         out, target = self._answer_batch(prompts, answers)
-        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+        answered = target != -100
+        loss = (F.cross_entropy(out.logits[answered].float(), target[answered]) if answered.any()
+                else out.logits.new_zeros(()))
         pointer = []
         for i, cubes in enumerate(pointed or []):  # one row at a time: prompts hold different numbers of cubes
-            if cubes:
-                logits = self.pointer(out.hidden_states[-1][i], prompts[i]).float()
-                pointer.append(logits.logsumexp(0) - logits[cubes].logsumexp(0))
+            if cubes is not None:
+                logits = F.pad(self.pointer(out.hidden_states[-1][i], prompts[i]).float(), (1, 0))  # [0] is "none"
+                pointer.append(logits.logsumexp(0) - logits[[c + 1 for c in cubes] or [0]].logsumexp(0))
         return loss + torch.stack(pointer).mean() if pointer else loss
 
     @torch.no_grad()

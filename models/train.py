@@ -4,7 +4,7 @@ Each step draws clips (a world seed, an end time), encodes each clip with the pa
 streaming model (the same causal cubing rule that runs live, with annealed Gumbel noise), puts every
 cube in the prompt with its timestamp, and asks questions generated from the world's log about that
 clip. Losses: the answers' cross-entropy (a "when" answer is POINTER) and the pointer's choice of the
-cubes each answer rests on; a rate term holding the mean cube length at its target; Quicksviewer's
+cubes each answer rests on (or of none, in windows without them); a rate term holding the mean cube length at its target; Quicksviewer's
 0.001 * mean |z|; and, since the world knows its truth, supervised terms: where events begin (the
 boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe), what each cube
 shows (a training-only probe, `train.attribute_weight`: the objects in view at its end and the events
@@ -216,15 +216,32 @@ def shown_cubes(cubes: list, q: Question, newest: int, busy: list[bool]) -> list
     return select_cubes(cues + [i for i in priority(spans, scores, named_span(q.text)) if i not in cues], fit, newest)
 
 
-def answer_target(q: Question, cubes: list) -> tuple[str, list[int]]:
+def answer_target(q: Question, cubes: list) -> tuple[str, list[int] | None]:
     """What the LLM learns to answer, and which shown cubes the pointer learns to pick. A time answer points
     at one: the cube whose start (the time it will write) is nearest the true time, the later on a tie. Any
     other answer's pointer targets are its cues' cubes: the same head scores every cube of the memory for
     selection, and taught on "when" alone it left out part of the evidence of 19 of 47 order questions
-    on test worlds 11000-11011 (none of the 19 answered right)."""
+    on test worlds 11000-11011 (none of the 19 answered right). A question without cues (what is in view
+    now) has none: None."""
     if q.answer_time is not None:
         return POINTER, [min(range(len(cubes)), key=lambda i: (abs(cubes[i][0] - q.answer_time), -i))]
-    return q.answer, cue_cubes(q, [(a, b) for a, b, _ in cubes])
+    return q.answer, cue_cubes(q, [(a, b) for a, b, _ in cubes]) if q.cues else None
+
+
+def absent_window(q: Question, cubes: list, longest: int) -> list[int] | None:
+    """A run of MIN_SHOWN to `longest` consecutive cubes holding none that the answer rests on (its pointer
+    targets and its cues' cubes), as selection's windows over a long memory mostly are; None if none fits."""
+    _, targets = answer_target(q, cubes)
+    if targets is None:
+        return None
+    edges = [-1, *sorted(set(targets) | set(cue_cubes(q, [(a, b) for a, b, _ in cubes]))), len(cubes)]
+    gaps = [(a + 1, b) for a, b in zip(edges, edges[1:]) if b - a - 1 >= MIN_SHOWN]
+    if not gaps:
+        return None
+    a, b = gaps[int(torch.randint(len(gaps), ()))]
+    size = int(torch.randint(MIN_SHOWN, min(longest, b - a) + 1, ()))
+    first = a + int(torch.randint(b - a - size + 1, ()))
+    return list(range(first, first + size))
 
 
 class CubeProbe(torch.nn.Module):
@@ -279,6 +296,11 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
         shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes, busy)] for q in clip.questions]
         prompts = [llm.prompt(s, q.text, now=q.asked_at) for s, q in zip(shown, clip.questions)]
         targets = [answer_target(q, s) for s, q in zip(shown, clip.questions)]
+        # the pointer also learns where the answer is not: pointer-only rows (no answer to learn without evidence)
+        absent = [(q, w) for q in clip.questions if (w := absent_window(q, cubes, cfg.answer.window_cubes))]
+        absent = [absent[i] for i in torch.randperm(len(absent))[:cfg.train.absent_prompts].tolist()]
+        prompts += [llm.prompt([cubes[i] for i in w], q.text, now=q.asked_at) for q, w in absent]
+        targets += [(None, [])] * len(absent)
         qa.append(llm.loss(prompts, [a for a, _ in targets], [i for _, i in targets]))
         z = out.cubing.logits[0, 1:]
         rate.append((out.cubing.p[0, 1:].mean() - 1.0 / cfg.cubing.trained_target_len) ** 2)

@@ -202,7 +202,9 @@ def test_when_is_answered_by_pointing_at_a_cube_and_writing_its_time():
 def test_last_of_two_look_alikes_is_told_by_age_across_windows():
     """Two cubes look alike; "last" means the later. The pointer learns it (its recency term trains), and since
     a cube's age counts from the stream's newest time, not the prompt's, the later wins across windows too,
-    where it is the oldest cube of its window and the earlier one is not."""
+    where it is the oldest cube of its window and the earlier one is not. As in training, windows also show
+    one of the two alone: the later (the answer) or the earlier (the answer is "none"). Only their ages
+    tell those apart, as across windows."""
     torch.manual_seed(0)
     cfg = load_config(overrides={"llm": {"num_layers": 2}})
     model = CubeLLM(cfg, tokenizer=build_tokenizer(["When did a red circle last enter ?", "question answer"]))
@@ -215,19 +217,27 @@ def test_last_of_two_look_alikes_is_told_by_age_across_windows():
         cubes = [(float(s), float(s) + 2, torch.randn(4, 128, generator=g) + 3 * mark * (i in (first, later)))
                  for i, s in enumerate(starts)]
         now = float(starts[-1]) + 2 + float(torch.rand((), generator=g)) * 400  # prompts are picked from long memories
-        return model.prompt(cubes, "When did a red circle last enter ?", now=now), later
+        return model.prompt(cubes, "When did a red circle last enter ?", now=now), later, (cubes, now, first)
+
+    def alone(cubes, now, first, later, which):  # -> the prompt of cubes around one look-alike, its answer
+        if which == "later":
+            return model.prompt(cubes[first + 1:], "When did a red circle last enter ?", now=now), [later - first - 1]
+        return model.prompt(cubes[:later], "When did a red circle last enter ?", now=now), []
 
     g = torch.Generator().manual_seed(1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(80):
         batch = [example(g) for _ in range(8)]
-        loss = model.loss([p for p, _ in batch], [POINTER] * 8, [[m] for _, m in batch])
+        singles = [alone(*shown, later, "later" if i % 2 else "earlier") for i, (_, later, shown) in enumerate(batch)]
+        loss = model.loss([p for p, _, _ in batch] + [p for p, _ in singles],
+                          [POINTER] * 8 + [POINTER if m else None for _, m in singles],
+                          [[m] for _, m, _ in batch] + [m for _, m in singles])
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     tests = [example(torch.Generator().manual_seed(100 + i)) for i in range(20)]
-    assert sum(int(model.pointer_scores(p).argmax()) == later for p, later in tests) >= 18
+    assert sum(int(model.pointer_scores(p).argmax()) == later for p, later, _ in tests) >= 18
     assert model.pointer.recency.weight.abs().sum() > 0
 
     g = torch.Generator().manual_seed(7)
@@ -238,3 +248,35 @@ def test_last_of_two_look_alikes_is_told_by_age_across_windows():
     answer_cfg.selection, answer_cfg.window_cubes = "pointer", 9
     scores = Answerer(model, answer_cfg).scores(memory, "When did a red circle last enter ?")
     assert scores[9] > scores[6] and int(scores.argmax()) == 9
+
+
+def test_the_pointer_learns_none_so_that_windows_compare():
+    """Taught also on prompts without the answer's cube (pointed []: "none of these", logit 0), the pointer's
+    logits mean the same in every prompt: above 0 for the marked cube, below 0 for every cube of a prompt
+    without one. Selection compares logits across windows of a memory, most of which lack the answer."""
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"llm": {"num_layers": 2}})
+    model = CubeLLM(cfg, tokenizer=build_tokenizer(["When did a red circle last enter ?", "question answer"]))
+    mark = torch.randn(128)
+
+    def example(g, marked: bool):
+        n = int(torch.randint(4, 9, (), generator=g))
+        at = int(torch.randint(0, n, (), generator=g)) if marked else -1
+        busy = 1 + 2 * torch.rand(n, 1, 1, generator=g)  # windows differ in how much goes on in them
+        cubes = [(4.0 * i, 4.0 * i + 3, busy[i] * torch.randn(4, 128, generator=g) + 3 * mark * (i == at)) for i in range(n)]
+        return model.prompt(cubes, "When did a red circle last enter ?"), at
+
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        batch = [example(g, marked=i % 2 == 0) for i in range(8)]
+        loss = model.loss([p for p, _ in batch], [POINTER if at >= 0 else None for _, at in batch],
+                          [[at] if at >= 0 else [] for _, at in batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with_mark = [example(torch.Generator().manual_seed(100 + i), True) for i in range(20)]
+    without = [example(torch.Generator().manual_seed(200 + i), False) for i in range(20)]
+    assert sum(float(model.pointer_scores(p)[at]) > 0 for p, at in with_mark) >= 18
+    assert sum(float(model.pointer_scores(p).max()) < 0 for p, _ in without) >= 18

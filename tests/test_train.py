@@ -8,7 +8,7 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes,
+from models.train import (EVENT_KEYS, MIN_SHOWN, absent_window, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes,
                           train, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key
 from stream.synth import SynthWorld
@@ -205,9 +205,29 @@ def test_pointer_targets_are_the_shown_cubes_where_the_answer_is_seen():
     assert answer_target(count, cubes) == ("3", [2, 5, 9])  # 9.9 is first seen at 10.0, in the cube after its own
     assert answer_target(count, cubes[:5]) == ("3", [2])  # 9.9 and 18 not shown
     view = Question("How many objects are in view?", "1", "count", (30.0, 30.0), "last_10s", 30.0)
-    assert answer_target(view, cubes) == ("1", [])
+    assert answer_target(view, cubes) == ("1", None)  # no cues: no pointer term
     when = Question("When did a red circle last enter?", "t=10s", "when", (9.9, 11.0), "last_1m", 30.0, 9.9, (9.9,))
     assert answer_target(when, cubes) == (POINTER, [5])
+
+
+def test_absent_windows_hold_nothing_the_answer_rests_on():
+    """The pointer's "none" prompts: runs of consecutive cubes, MIN_SHOWN to the longest asked, with neither
+    the answer's pointer targets nor its cues' cubes; none for a question without cues, or no room."""
+    torch.manual_seed(0)
+    cubes = [(2.0 * i, 2.0 * i + 1.5, None) for i in range(30)]
+    count = Question("How many objects entered between t=3s and t=37s?", "2", "count", (3.0, 37.0), "last_1m", 60.0,
+                     cues=(9.9, 33.1))  # first seen (at 10, 33.5) in cubes 5 and 16
+    when = Question("When did a red circle last enter?", "t=31s", "when", (30.6, 32.0), "last_1m", 60.0, 30.6, (30.6,))
+    for q, rests_on in ((count, {5, 16}), (when, {15})):  # 30.6: nearest start is 30 (cube 15), first seen in 15
+        seen = set()
+        for _ in range(100):
+            w = absent_window(q, cubes, longest=8)
+            assert MIN_SHOWN <= len(w) <= 8 and w == list(range(w[0], w[-1] + 1)) and not rests_on & set(w), (q, w)
+            seen |= set(w)
+        assert seen == set(range(30)) - rests_on  # every stretch between them is drawn from
+    view = Question("How many objects are in view?", "1", "count", (60.0, 60.0), "last_10s", 60.0)
+    assert absent_window(view, cubes, 8) is None
+    assert absent_window(count, cubes[3:8], 8) is None  # cube 5 leaves runs of 2: too short
 
 def test_training_prompts_always_show_the_cubes_of_the_cues():
     """However small the random budget, a count's prompt shows every entry it counts (and the newest), and
