@@ -110,8 +110,8 @@ class Answerer:
             raise QuestionError("options must be a list of non-empty strings")
         options = [o.strip() for o in options]
         if not 2 <= len(options) <= self.cfg.max_options or len(set(options)) < len(options):
-            raise QuestionError(f"give 2 to {self.cfg.max_options} distinct options, not {len(options)} with "
-                                f"{len(options) - len(set(options))} repeated")
+            raise QuestionError(f"give 2 to {self.cfg.max_options} distinct options (got {len(options)}, "
+                                f"{len(options) - len(set(options))} of them repeats)")
         unk = self.llm.tokenizer.unk_token_id
         for o in options:
             ids = self.llm.ids(o)

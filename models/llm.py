@@ -202,8 +202,8 @@ class CubeLLM(nn.Module):
 
         The pointer's softmax has one more choice, "none of these", its logit fixed at 0. Selection scores a
         long memory window by window and compares the logits across windows, most of which do not hold the
-        answer; a softmax over cubes alone leaves each window's logits free to shift together, and a busy
-        window outscored the one with the answer. Against a fixed "none" they mean the same in every window."""
+        answer; a softmax over one prompt's cubes alone leaves its logits free to shift together, so nothing
+        trained one window's logits to mean what another's do. Against a fixed "none" they are trained to."""
         out, target = self._answer_batch(prompts, answers)
         answered = target != -100
         loss = (F.cross_entropy(out.logits[answered].float(), target[answered]) if answered.any()

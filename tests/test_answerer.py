@@ -118,7 +118,7 @@ def test_bad_options_are_clear_errors(llm):
     cfg, model = llm
     a = Answerer(model, cfg.answer)
     question = "What colour was the object that entered at t=12s ?"
-    for options, match in ((["red"], "2 to"), (["red", "red "], "repeated"), ("red", "list"), (["red", 3], "list"),
+    for options, match in ((["red"], "2 to"), (["red", "red "], "repeats"), ("red", "list"), (["red", 3], "list"),
                            (["red", ""], "list"), (["red", "zebra"], "does not know"),
                            (["red", "red " * (cfg.answer.max_answer_tokens + 1)], "limit"),
                            ([f"red {'green ' * i}" for i in range(cfg.answer.max_options + 1)], "2 to")):
