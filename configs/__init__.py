@@ -130,6 +130,7 @@ class TrainConfig:
     clips_per_step: int = 4
     questions_per_clip: int = 6
     absent_prompts: int = 3  # per clip: windows of cubes without a question's answer, where the pointer learns "none"
+    when_prompts: int = 4  # per clip: the whole clip and a "when" question about one of its events, for the pointer alone
     clip_seconds: float = 48.0
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -146,8 +147,9 @@ class TrainConfig:
     save_every: int = 150
 
     def __post_init__(self):
-        if self.absent_prompts < 0:
-            raise ConfigError(f"train.absent_prompts must be >= 0, got {self.absent_prompts}")
+        for name in ("absent_prompts", "when_prompts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",
                   "train_seeds", "world_seconds", "segments", "history_seconds", "eval_every", "save_every")
         if self.history_seconds < self.clip_seconds:

@@ -22,6 +22,7 @@ import bisect
 import math
 import random
 from dataclasses import dataclass
+from functools import partial
 
 from stream.synth import ENTER_S, Event, SynthWorld
 from stream.timefmt import format_time, parse_time
@@ -322,14 +323,22 @@ def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
 def _ask_when(log: _Log, target: str, rng: random.Random) -> Question | None:
     # Only the last event of each description can be asked about, so pick among those.
     fits = [e for e in log.lasts() if age_slice(log.now - e.t) == target]
-    if not fits:
-        return None
-    e = rng.choice(fits)
+    return _when_question(log, rng.choice(fits)) if fits else None
+
+
+def _when_question(log: _Log, e: Event) -> Question | None:
     if not log.done(e):  # still sliding in or out
         return None
     text = (f"When did something last turn {e.colour}?" if e.kind == "change"
             else f"When did a {_desc(e)} last {e.kind}?")
     return log.question(text, format_time(e.t), "when", e.t, e.t + e.duration, [e.t], answer_time=e.t)
+
+
+def when_questions(world: SynthWorld, t_now: float) -> list[Question]:
+    """Every "When did ... last ...?" question the log up to `t_now` answers: one per description (a
+    `when_key`) of event, about its latest one, in time order."""
+    log = _Log(world, t_now, math.inf, None)
+    return [q for q in map(partial(_when_question, log), log.lasts()) if q is not None]
 
 
 _ASKERS = {"shape": _ask_shape, "colour": _ask_colour, "count": _ask_count, "order": _ask_order,

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from stream.questions import KINDS, SLICES, Question, is_correct, make_questions
+from stream.questions import KINDS, SLICES, Question, is_correct, make_questions, when_questions
 from stream.timefmt import format_time, parse_time
 from stream.synth import COLOURS, SHAPES, SynthWorld
 
@@ -235,6 +235,21 @@ def test_only_evidence_in_the_stretches_shown():
                 or (q.kind in ("count", "order") and q.cues and all(map(seen, q.cues)))), (q.text, q.evidence_time)
     unfiltered = make_questions(world, 900.0, random.Random(0), n=24, max_age=600.0)
     assert not all(seen(q.evidence_time[0]) for q in unfiltered)  # the filter is what keeps them inside
+
+
+def test_when_questions_ask_about_every_description():
+    """One question for each description (kind, colour, shape; a change by its colour) the log holds, about
+    its latest event, answered from the log; `make_questions`' "when" questions are among them."""
+    world = SynthWorld(seed=5)
+    events = world.events_until(900.0)
+    qs = when_questions(world, 900.0)
+    described = {(e.kind, e.colour) if e.kind == "change" else (e.kind, e.colour, e.shape)
+                 for e in events if e.kind in ("enter", "leave", "change")}
+    assert len({q.text for q in qs}) == len(qs) >= len(described) - 2  # those still sliding in or out are not asked
+    for q in qs:
+        assert solve(q, events) == q.answer and q.kind == "when"
+    asked = [q for i in range(20) for q in make_questions(world, 900.0, random.Random(i), n=24, kinds=("when",))]
+    assert asked and {q.text for q in asked} <= {q.text for q in qs}
 
 
 def test_count_or_order_across_a_gap_only_with_every_entry_it_rests_on_shown():

@@ -8,9 +8,9 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, MIN_SHOWN, absent_window, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes,
+from models.train import (EVENT_KEYS, MIN_SHOWN, absent_window, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes, when_rows,
                           train, with_lookalike)
-from stream.questions import WHEN_KINDS, Question, make_questions, when_key
+from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
 
 TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "clip_seconds": 16.0,
@@ -228,6 +228,34 @@ def test_absent_windows_hold_nothing_the_answer_rests_on():
     view = Question("How many objects are in view?", "1", "count", (60.0, 60.0), "last_10s", 60.0)
     assert absent_window(view, cubes, 8) is None
     assert absent_window(count, cubes[3:8], 8) is None  # cube 5 leaves runs of 2: too short
+
+def test_when_rows_point_at_the_events_shown_and_at_none_for_descriptions_not_shown():
+    """The pointer's "when" rows for a clip: questions whose latest event the stretches show whole (its cube),
+    and about descriptions of which they show no event ("none"), those of a kind shown first; never one whose
+    latest event is unseen but an earlier look-alike shown."""
+    world = SynthWorld(seed=8)
+    segments = [(300.0, 360.0), (500.0, 560.0), (840.0, 900.0)]
+    shown, unshown = when_rows(world, 900.0, segments, random.Random(0))
+    begun = [e for e in world.events_between(300.0, 900.5) if e.kind in WHEN_KINDS
+             and any(a <= e.t <= b + 0.5 for a, b in segments)]
+    assert len(shown) >= 3 and len(unshown) > 10
+    latest = {q.text: q for q in when_questions(world, 900.0)}
+    for q in shown:
+        assert any(a <= q.evidence_time[0] and q.evidence_time[1] <= b + 0.5 for a, b in segments) and latest[q.text] == q
+    keys = {when_key(e) for e in begun}
+    kind_of = lambda q: "change" if " turn " in q.text else q.text.split()[-1].rstrip("?")
+    for q in unshown:
+        (e,) = [e for e in world.events_until(900.0) if e.t == q.answer_time]
+        assert when_key(e) not in keys and not any(a <= q.answer_time <= b for a, b in segments)
+    ranks = [kind_of(q) in {e.kind for e in begun} for q in unshown]
+    assert ranks == sorted(ranks, reverse=True) and any(ranks) and not all(ranks)
+    left_out = set(latest) - {q.text for q in shown + unshown}
+    assert left_out
+    for text in left_out:  # an earlier look-alike shown, or the latest shown in part
+        q = latest[text]
+        assert any(when_key(e) == when_key(next(x for x in world.events_until(900.0) if x.t == q.answer_time))
+                   for e in begun), text
+
 
 def test_training_prompts_always_show_the_cubes_of_the_cues():
     """However small the random budget, a count's prompt shows every entry it counts (and the newest), and
