@@ -219,10 +219,24 @@ class CubeLLM(nn.Module):
     def option_logprobs(self, prompt: Prompt, options: list[str]) -> torch.Tensor:
         """The log-likelihood of each option (its tokens and EOS) as the whole answer to `prompt`: a question's
         answer chosen from the options it allows, as multiple-choice benchmarks score a model, rather than
-        written freely (a small LM asked "the red circle or the blue bar?" may write a third object)."""
-        out, target = self._answer_batch([prompt] * len(options), options)
-        logp = out.logits.float().log_softmax(-1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
-        return (logp * (target != -100)).sum(1)
+        written freely (a small LM asked "the red circle or the blue bar?" may write a third object).
+
+        The prompt runs once; its KV cache, repeated, is what every option reads (a real LLM's prompt of
+        thousands of tokens would otherwise run once an option)."""
+        first = self.lm(inputs_embeds=prompt.embeds[None], use_cache=True)
+        ids = [self.ids(o) + [self.tokenizer.eos_token_id] for o in options]
+        n, L = len(ids), max(map(len, ids))
+        device = prompt.embeds.device
+        tokens = torch.tensor([i + [self.tokenizer.pad_token_id] * (L - len(i)) for i in ids], device=device)
+        mask = torch.tensor([[1] * len(i) + [0] * (L - len(i)) for i in ids], device=device)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(n)
+        rest = self.lm(input_ids=tokens, past_key_values=cache,
+                       attention_mask=torch.cat([mask.new_ones(n, len(prompt.embeds)), mask], 1))
+        # token j of an option is predicted at the prompt's last position (j = 0), else at option token j - 1
+        logits = torch.cat([first.logits[:, -1:].expand(n, -1, -1), rest.logits[:, :-1]], 1)
+        logp = logits.float().log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+        return (logp * mask).sum(1)
 
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:

@@ -95,8 +95,9 @@ def test_answer_reports_citations_tokens_and_latency(llm):
 
 
 def test_options_answer_with_the_most_likely_one(llm):
-    """With options the answer is the one of highest log-likelihood: each option's, scored in one padded
-    batch, is what the training loss gives that option alone (its mean cross-entropy times its tokens)."""
+    """With options the answer is the one of highest log-likelihood: each option's, read in one padded batch
+    from the prompt's KV cache, is what the training loss gives that option alone (its mean cross-entropy
+    times its tokens, the prompt run with it)."""
     cfg, model = llm
     a = Answerer(model, cfg.answer)
     mem = cubes(8)
