@@ -55,6 +55,6 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if time := {k.removeprefix("time_embed."): v for k, v in tensors.items() if k.startswith("time_embed.")}:
         llm.time_embed.load_state_dict(time)  # absent from older checkpoints: it stays zero, as they were trained
     if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
-        # absent from older checkpoints, whose LLM never answers POINTER; its recency term, newer still, keeps its zero start
-        llm.pointer.load_state_dict({k: v for k, v in llm.pointer.state_dict().items() if k.startswith("recency.")} | pointer)
+        # absent from older checkpoints, whose LLM never answers POINTER; its newer terms keep their zero start
+        llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
     return encoder.eval(), llm.eval()
