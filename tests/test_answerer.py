@@ -6,7 +6,7 @@ import torch
 
 from configs import load_config
 from models.answerer import NAMED_SLACK_S, Answerer, QuestionError, named_span, priority
-from models.llm import POINTER, CubeLLM, build_tokenizer, detokenize
+from models.llm import POINTER, CubeLLM, CubePointer, Prompt, build_tokenizer, detokenize
 from stream.cube import Cube
 
 
@@ -281,3 +281,24 @@ def test_the_pointer_learns_none_so_that_windows_compare():
     without = [example(torch.Generator().manual_seed(200 + i), False) for i in range(20)]
     assert sum(float(model.pointer_scores(p)[at]) > 0 for p, at in with_mark) >= 18
     assert sum(float(model.pointer_scores(p).max()) < 0 for p, _ in without) >= 18
+
+
+
+def test_the_pointer_query_pools_the_question_tokens():
+    """Beside the last position's hidden state, the pointer's query reads the question's tokens pooled, so
+    that a question's object reaches it even where the last position stopped reading it (as "leave" did in
+    the tiny LLM). Zero at start: a checkpoint without it scores as before."""
+    torch.manual_seed(0)
+    pointer = CubePointer(width=32)
+    prompt = Prompt(embeds=torch.zeros(20, 32), cube_spans=[(0, 4), (5, 9), (10, 14)], question_span=(14, 20),
+                    cube_starts=[0.0, 5.0, 10.0], now=15.0)
+    hidden = torch.randn(20, 32)
+    other = hidden.clone()
+    other[15:17] = torch.randn(2, 32)  # another object named; the last position (19) and the cubes unchanged
+    with torch.no_grad():
+        assert torch.equal(pointer(hidden, prompt), pointer(other, prompt))
+        torch.nn.init.normal_(pointer.question.weight)
+        assert not torch.allclose(pointer(hidden, prompt), pointer(other, prompt))
+        moved = hidden.clone()
+        moved[:14] = torch.randn(14, 32)  # the cubes' own states still decide which one it is
+        assert not torch.allclose(pointer(hidden, prompt), pointer(moved, prompt))
