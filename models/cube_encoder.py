@@ -13,6 +13,7 @@ import torch.nn as nn
 from configs import Config
 from models.cubing import CubingOutput, GumbelCubing
 from models.resampler import CubeResampler
+from models.mamba import MambaState
 from models.temporal import MambaTemporalEncoder
 from models.vision import VisionEncoder
 
@@ -46,10 +47,13 @@ class CubeEncoder(nn.Module):
     def num_tokens(self) -> int:
         return self.vision.num_tokens
 
-    def encode_clip(self, frames: torch.Tensor, noise: float = 0.0) -> ClipCubes:
-        """One clip, uint8 frames [T, H, W, 3] -> its cubes, every cube closed (the last at the clip's end)."""
+    def encode_clip(self, frames: torch.Tensor, noise: float = 0.0, state: list[MambaState] | None = None) -> ClipCubes:
+        """One clip, uint8 frames [T, H, W, 3] -> its cubes, every cube closed (the last at the clip's end).
+
+        `state`: the temporal state the clip's scan continues from (`temporal_state` of the frames before
+        it), as a live stream's does; None starts from zeros."""
         feats = self.vision(frames)[None]  # [1, T, P, D]
-        feats, _ = self.temporal(feats)
+        feats, _ = self.temporal(feats, state)
         cub = self.cubing(feats, noise=noise)
         gated = feats * cub.gate[..., None, None]  # value unchanged; lets the cube tokens' loss reach the boundary head
         starts = cub.starts[0].nonzero().flatten().tolist()
@@ -59,3 +63,13 @@ class CubeEncoder(nn.Module):
         p = cub.p[0]
         scores = [p[e].item() if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
         return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub, features=feats[0])
+
+    @torch.no_grad()
+    def temporal_state(self, frames: torch.Tensor) -> list[list[MambaState]]:
+        """The temporal state after each of B runs of uint8 frames [B, T, H, W, 3], one list of layer states a run
+        (no gradient: a clip's history, which `encode_clip` continues from)."""
+        B, T = frames.shape[:2]
+        feats = self.vision(frames.flatten(0, 1)).unflatten(0, (B, T))  # [B, T, P, D]
+        _, state = self.temporal(feats)
+        P = feats.shape[2]
+        return [[s[b * P:(b + 1) * P] for s in state] for b in range(B)]

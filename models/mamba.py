@@ -32,6 +32,10 @@ class MambaState:
     conv: torch.Tensor  # [N, d_inner, d_conv]: the last d_conv inputs of the depthwise causal conv
     ssm: torch.Tensor  # [N, d_inner, d_state]: the selective scan's hidden state
 
+    def __getitem__(self, rows: slice) -> MambaState:
+        """The state of some of the N sequences (one stream's spatial tokens out of a batch)."""
+        return MambaState(conv=self.conv[rows], ssm=self.ssm[rows])
+
 
 class MambaBlock(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,

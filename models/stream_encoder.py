@@ -98,7 +98,7 @@ class StreamEncoder:
         P = m.num_tokens
         closing = []
         for b, (sid, s, pts) in enumerate(zip(stream_ids, states, timestamps)):
-            s.temporal = [MambaState(conv=st.conv[b * P:(b + 1) * P], ssm=st.ssm[b * P:(b + 1) * P]) for st in temporal]
+            s.temporal = [st[b * P:(b + 1) * P] for st in temporal]
             s.cubing = CubingState(*(getattr(cubing, f)[b:b + 1] for f in _CUBING_FIELDS))
             if closed[b]:
                 closing.append(_Closing(sid, s, s.open_tokens, s.open_start, s.last_pts,

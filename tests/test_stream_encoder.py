@@ -58,6 +58,22 @@ def test_frame_by_frame_equals_whole_clip(model):
     assert sum(c.num_frames for c in cubes) == len(frames)
 
 
+def test_a_clip_continues_from_the_state_of_the_frames_before_it(model):
+    """encode_clip from `temporal_state` of the frames before computes what one scan over both does; runs
+    batched in temporal_state get the states each gets alone."""
+    frames = torch.as_tensor(clip(4, T=40))
+    with torch.no_grad():
+        whole = model.encode_clip(frames)
+        (state,) = model.temporal_state(frames[None, :24])
+        rest, fresh = model.encode_clip(frames[24:], state=state), model.encode_clip(frames[24:])
+        batched = model.temporal_state(torch.stack([frames[:24], frames[16:]]))
+        alone = model.temporal_state(frames[None, 16:])[0]
+    assert (rest.features - whole.features[24:]).abs().max() <= 1e-5
+    assert (fresh.features - whole.features[24:]).abs().max() > 1e-2  # the state carries something
+    for got, want in zip(batched[0] + batched[1], state + alone):
+        assert torch.allclose(got.conv, want.conv, atol=1e-6) and torch.allclose(got.ssm, want.ssm, atol=1e-6)
+
+
 def test_snapshot_restored_elsewhere_gives_identical_later_cubes(model):
     frames = clip(1, T=60)
     a = StreamEncoder(model)

@@ -9,7 +9,7 @@ from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
 from models.train import (EVENT_KEYS, MIN_SHOWN, absent_window, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes, when_rows,
-                          train, with_lookalike)
+                          train, warm_states, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
 
@@ -286,3 +286,29 @@ def test_clip_events_are_the_logged_events_each_frame_first_shows():
             labelled += len(begun)
         assert not clip.events[0].any()
     assert labelled >= 10
+
+
+def test_a_clip_warms_its_scan_on_the_frames_just_before_it():
+    """A clip carries the train.warmup_seconds of frames before its first, at the live frame rate (fewer near
+    the world's start), and its scan starts from the state after them; clips batched by warm-up length."""
+    cfg = load_config(overrides={"train": {"warmup_seconds": 10.0, "world_seconds": 60.0, "clip_seconds": 16.0}})
+    rng, clips, lengths = random.Random(2), [], set()
+    for _ in range(6):
+        worlds = {}
+        clips.append(sample_clip(cfg, rng, (0, 50), worlds))
+        (world,) = worlds.values()
+        c = clips[-1]
+        n = min(20, int(c.times[0] * 2))
+        assert len(c.warmup) == n
+        for k in (1, n):
+            assert torch.equal(c.warmup[n - k], torch.as_tensor(world.frame_at(c.times[0] - k / 2)))
+        lengths.add(n)
+    assert len(lengths) > 1 and 20 in lengths
+    torch.manual_seed(0)
+    encoder = CubeEncoder(cfg)
+    for c, state in zip(clips, warm_states(encoder, clips)):
+        if not len(c.warmup):
+            assert state is None
+            continue
+        (alone,) = encoder.temporal_state(c.warmup[None])
+        assert all(torch.allclose(a.ssm, b.ssm, atol=1e-6) for a, b in zip(state, alone))
