@@ -12,8 +12,8 @@ import torch.nn as nn
 
 from configs import Config
 from models.cubing import CubingOutput, GumbelCubing
-from models.resampler import CubeResampler
 from models.mamba import MambaState
+from models.resampler import CubeResampler
 from models.temporal import MambaTemporalEncoder
 from models.vision import VisionEncoder
 

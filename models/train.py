@@ -61,7 +61,7 @@ EVENT_POS_WEIGHT = 60.0
 @dataclass
 class Clip:
     frames: torch.Tensor  # uint8 [T, H, W, 3]
-    warmup: torch.Tensor  # uint8 [W, H, W, 3]: the frames before the first (train.warmup_seconds), which the scan starts after
+    warmup: torch.Tensor  # uint8 [N, H, W, 3]: the frames before the first (train.warmup_seconds), which the scan starts after
     times: list[float]
     questions: list[Question]
     when_shown: list[Question]  # "when" questions whose event the clip shows: the pointer picks its cube ...
