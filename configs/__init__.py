@@ -144,11 +144,12 @@ class TrainConfig:
     segments: int = 1  # a clip is 1 to this many separate stretches of frames (clip_seconds in all) ...
     history_seconds: float = 600.0  # ... spread over this many seconds before its end: prompts with gaps
     warmup_seconds: float = 30.0  # a clip's scan starts from the temporal state after this many seconds before it
+    probe_fit_steps: int = 200  # --init from a checkpoint without its probes: fit fresh ones this many steps, model frozen
     eval_every: int = 150
     save_every: int = 150
 
     def __post_init__(self):
-        for name in ("absent_prompts", "when_prompts", "warmup_seconds"):
+        for name in ("absent_prompts", "when_prompts", "warmup_seconds", "probe_fit_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         _positive(self, "steps", "max_minutes", "clips_per_step", "questions_per_clip", "clip_seconds", "lr",

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from configs import Config, TrainConfig
@@ -56,6 +57,8 @@ EVENT_KEYS = ([("enter", c, s) for c, s in ATTRIBUTES] + [("leave", c, s) for c,
 # A cube begins about 0.13 of the 66 (the world has 0.04 such events a second; a cube is ~3.5 s): unweighted,
 # calling every event absent is nearly free. 60, well under the odds against (~500), was chosen, not tuned.
 EVENT_POS_WEIGHT = 60.0
+PROBES = "probes.safetensors"  # beside a checkpoint: its fitted training-only probes, for a fine-tune to start from
+PROBE_FIT_LR = 1e-2  # linear heads on frozen features: a few hundred Adam steps at this rate fit them
 
 
 @dataclass
@@ -321,22 +324,30 @@ class RegionProbe(torch.nn.Module):
         return self.head(features)
 
 
+def probe_losses(clip: Clip, out, probe: CubeProbe | None, region_probe: RegionProbe | None) -> dict:
+    """The training-only probes' losses on one encoded clip: what its cubes show, and each region's object."""
+    parts = {}
+    if probe is not None:
+        last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
+        begun = torch.stack([clip.events[s:s + n].amax(0) for s, n in zip(out.starts, out.lengths)])
+        attr_logits, event_logits = probe(out.tokens)
+        parts["attributes"] = F.binary_cross_entropy_with_logits(attr_logits, clip.attributes[last],
+                                                                 pos_weight=torch.tensor(ATTRIBUTE_POS_WEIGHT))
+        parts["events"] = F.binary_cross_entropy_with_logits(event_logits, begun, pos_weight=torch.tensor(EVENT_POS_WEIGHT))
+    if region_probe is not None:
+        grid = math.isqrt(out.features.shape[1])
+        weight = torch.tensor([EMPTY_REGION_WEIGHT] + [1.0] * len(ATTRIBUTES))
+        parts["regions"] = F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten(), weight=weight)
+    return parts
+
+
 def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], noise: float,
            probe: CubeProbe | None = None, region_probe: RegionProbe | None = None) -> dict:
-    qa, rate, bnd, zpen, attr, ev, region = [], [], [], [], [], [], []
+    qa, rate, bnd, zpen, probed = [], [], [], [], {}
     for clip, state in zip(clips, warm_states(encoder, clips)):
         out, cubes = clip_cubes(encoder, clip, noise, state)
-        if probe is not None:
-            last = [s + n - 1 for s, n in zip(out.starts, out.lengths)]
-            begun = torch.stack([clip.events[s:s + n].amax(0) for s, n in zip(out.starts, out.lengths)])
-            attr_logits, event_logits = probe(out.tokens)
-            attr.append(F.binary_cross_entropy_with_logits(attr_logits, clip.attributes[last],
-                                                           pos_weight=torch.tensor(ATTRIBUTE_POS_WEIGHT)))
-            ev.append(F.binary_cross_entropy_with_logits(event_logits, begun, pos_weight=torch.tensor(EVENT_POS_WEIGHT)))
-        if region_probe is not None:
-            grid = math.isqrt(out.features.shape[1])
-            weight = torch.tensor([EMPTY_REGION_WEIGHT] + [1.0] * len(ATTRIBUTES))
-            region.append(F.cross_entropy(region_probe(out.features).flatten(0, 1), region_targets(clip, grid).flatten(), weight=weight))
+        for k, v in probe_losses(clip, out, probe, region_probe).items():
+            probed.setdefault(k, []).append(v)
         busy = [bool(clip.boundaries[s:s + n].any()) for s, n in zip(out.starts, out.lengths)]
         shown = [[cubes[i] for i in shown_cubes(cubes, q, cfg.answer.newest_cubes, busy)] for q in clip.questions]
         prompts = [llm.prompt(s, q.text, now=q.asked_at) for s, q in zip(shown, clip.questions)]
@@ -361,13 +372,58 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
     parts = {"qa": mean(qa), "rate": mean(rate), "boundary": mean(bnd), "z": mean(zpen)}
     parts["total"] = (parts["qa"] + cfg.train.rate_weight * parts["rate"] + cfg.train.boundary_weight * parts["boundary"]
                       + 0.001 * parts["z"])
-    if attr:
-        parts["attributes"], parts["events"] = mean(attr), mean(ev)
+    parts |= {k: mean(v) for k, v in probed.items()}
+    if probe is not None:
         parts["total"] = parts["total"] + cfg.train.attribute_weight * (parts["attributes"] + parts["events"])
-    if region:
-        parts["regions"] = mean(region)
+    if region_probe is not None:
         parts["total"] = parts["total"] + cfg.train.region_weight * parts["regions"]
     return parts
+
+
+def save_probes(path: Path, probe: CubeProbe | None, region_probe: RegionProbe | None) -> None:
+    heads = {"probe": probe, "region_probe": region_probe}
+    save_file({f"{name}.{k}": v.detach().contiguous() for name, m in heads.items() if m is not None
+               for k, v in m.state_dict().items()}, str(path / PROBES))
+
+
+def load_probes(path: Path, probe: CubeProbe | None, region_probe: RegionProbe | None) -> bool:
+    """The probes saved beside the checkpoint at `path` into `probe` and `region_probe`; False if it has none."""
+    if not (path / PROBES).is_file():
+        return False
+    tensors = load_file(str(path / PROBES))
+    for name, m in (("probe", probe), ("region_probe", region_probe)):
+        if m is not None:
+            m.load_state_dict({k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")})
+    return True
+
+
+def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, region_probe: RegionProbe | None,
+               rng: random.Random, worlds: dict, steps: int, progress: bool = True) -> dict:
+    """Fit fresh probes to a trained model's features, the model frozen; returns the last step's losses.
+
+    A fine-tune from a checkpoint without its probes starts them at random, and their first gradients,
+    weighted as a converged model's (the region term starts at 4-6 against a QA loss near 1), reshape the
+    tower to suit random heads: three fine-tunes of the shipped ft13 with fresh probes all lost a quarter
+    of the questions naming a time for a shape or a colour (55 of 75 -> 37-40 on test worlds 11000-11011)."""
+    heads = [m for m in (probe, region_probe) if m is not None]
+    if not heads or steps == 0:
+        return {}
+    opt = torch.optim.Adam([p for m in heads for p in m.parameters()], lr=PROBE_FIT_LR)
+    result = {}
+    for _ in tqdm(range(steps), disable=not progress, desc="fit probes"):
+        clips = [sample_clip(cfg, rng, (0, cfg.train.train_seeds), worlds) for _ in range(cfg.train.clips_per_step)]
+        with torch.no_grad():
+            outs = [encoder.encode_clip(c.frames, noise=0.0, state=s) for c, s in zip(clips, warm_states(encoder, clips))]
+        parts: dict = {}
+        for clip, out in zip(clips, outs):
+            for k, v in probe_losses(clip, out, probe, region_probe).items():
+                parts.setdefault(k, []).append(v)
+        total = sum(torch.stack(v).mean() for v in parts.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        result = {k: torch.stack(v).mean().item() for k, v in parts.items()}
+    return result
 
 
 @torch.no_grad()
@@ -419,6 +475,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
     region_probe = RegionProbe(encoder.dim) if tc.region_weight > 0 else None
     if region_probe is not None and state and state.get("region_probe"):
         region_probe.load_state_dict(state["region_probe"])
+    worlds: dict = {}
+    if init and not state and not load_probes(Path(init), probe, region_probe):
+        fitted = fit_probes(cfg, encoder, probe, region_probe, rng, worlds, tc.probe_fit_steps, progress)
+        if fitted and progress:
+            tqdm.write("probes fitted: " + " ".join(f"{k} {v:.3f}" for k, v in fitted.items()))
     encoder.train(), llm.train()
     params = [p for m in (encoder, llm, probe, region_probe) if m is not None for p in m.parameters() if p.requires_grad]
     partly = {id(p) for p in llm.partly_trained}  # weight decay would shrink their frozen rows
@@ -436,12 +497,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
 
     def save(step):
         save_checkpoint(out_dir, encoder, llm)
+        save_probes(out_dir, probe, region_probe)
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "probe": probe.state_dict() if probe is not None else None,
                     "region_probe": region_probe.state_dict() if region_probe is not None else None,
                     "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "best": best}, state_path)
 
-    worlds: dict = {}
     best = state["best"] if state else -1.0
     began = time.monotonic()
     result = {}
@@ -464,6 +525,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
             if result["eval_qa"] > best:  # held-out accuracy is noisy and can fall late: keep the best weights too
                 best = result["eval_qa"]
                 save_checkpoint(out_dir / "best", encoder, llm)
+                save_probes(out_dir / "best", probe, region_probe)
         if done % tc.save_every == 0 or done == steps or out_of_time:
             save(done)
         if out_of_time:

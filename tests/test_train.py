@@ -8,7 +8,7 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, MIN_SHOWN, absent_window, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes, when_rows,
+from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes, when_rows,
                           train, warm_states, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
@@ -58,6 +58,25 @@ def test_checkpoint_reloads_to_identical_outputs(trained):
         # the pointer (how "when" is answered) is saved too: two loads point alike, an unsaved one would not
         hidden = a_llm.lm(inputs_embeds=pa.embeds[None], output_hidden_states=True).hidden_states[-1][0]
         assert torch.equal(a_llm.pointer(hidden, pa), b_llm.pointer(hidden, pb))
+
+
+def test_a_fine_tune_starts_from_the_saved_probes_or_fits_fresh_ones_with_the_model_frozen(trained, tmp_path):
+    cfg, out = trained
+    encoder, _ = load_model(cfg, out)
+    saved = CubeProbe(cfg.resampler.out_dim), RegionProbe(encoder.dim)
+    assert load_probes(out, *saved)  # a checkpoint carries its run's probes, as its train state has them
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert torch.equal(saved[0].head.weight, state["probe"]["head.weight"])
+    assert torch.equal(saved[1].head.weight, state["region_probe"]["head.weight"])
+    torch.manual_seed(1)
+    fresh = CubeProbe(cfg.resampler.out_dim), RegionProbe(encoder.dim)
+    assert not load_probes(tmp_path, *fresh)  # none saved there: left as they are
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    rng = random.Random(5)
+    first = fit_probes(cfg, encoder, *fresh, rng, {}, steps=1, progress=False)
+    last = fit_probes(cfg, encoder, *fresh, rng, {}, steps=12, progress=False)
+    assert last["regions"] < 0.8 * first["regions"] and last["attributes"] < first["attributes"], (first, last)
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
 
 
 def test_resume_is_deterministic(tmp_path):
