@@ -36,7 +36,8 @@ from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
-from stream.questions import WHEN_KINDS, Question, is_correct, make_questions, when_key, when_questions
+from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, Question, count_question, is_correct, make_questions,
+                              when_key, when_questions)
 from stream.synth import COLOURS, SHAPES, Event, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
@@ -149,6 +150,47 @@ def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tu
     return segments if second is None else [(first, first + length), (second, second + length), *segments[2:]]
 
 
+def on_counted_entries(tc: TrainConfig, world: SynthWorld, segments: list[tuple[float, float]],
+                       rng: random.Random) -> tuple[list[tuple[float, float]], Question | None]:
+    """`segments` with the stretches before the last laid on every entry that a count over a window of up to
+    minutes counts (2 to 9 of them, of all objects, a colour or a shape, in at most as many groups as there
+    are stretches to move; those left over are dropped), and that count question; unchanged and None where
+    no window drawn fits. With random stretches 175 of 221 training counts of entries were "1" (18 "2", 1
+    "3"), and the shipped ft13 answered every count of entries on test worlds 11000-11011 "1" (true for 19
+    of 38)."""
+    if len(segments) < 2:
+        return segments, None
+    length, t_end = segments[0][1] - segments[0][0], segments[-1][1]
+    lo, room = max(0.0, t_end - tc.history_seconds), segments[-1][0] - 1 / FPS  # the moved stretches lie in [lo, room]
+    enters = [e for e in world.events_between(lo, room) if e.kind == "enter"]
+    if not enters:
+        return segments, None
+    clear = lambda t: all(abs(e.t - t) > CLEAR_S for e in world.events_between(t - CLEAR_S - 1, t + CLEAR_S + 1) if e.kind == "enter")
+    for _ in range(16):  # most draws do not fit: too few counted, or in more groups than stretches
+        anchor, noun, span = rng.choice(enters), rng.choice(("all", "colour", "shape")), rng.choice(COUNT_SPANS)
+        a = round(anchor.t - rng.uniform(CLEAR_S, span - CLEAR_S))
+        q = count_question(world, t_end, a, a + span, noun, None if noun == "all" else getattr(anchor, noun))
+        if q is None or len(q.cues) < 2 or a < lo or a + span > room or not (clear(a) and clear(a + span)):
+            continue
+        groups: list[list[Event]] = []
+        for e in (e for e in enters if e.t in q.cues):  # entries whose motion fits in one stretch share it
+            if groups and e.t + e.duration - groups[-1][0].t <= length - 1.0:
+                groups[-1].append(e)
+            else:
+                groups.append([e])
+        moved, earliest = [], lo
+        for g in groups[:len(segments) - 1]:
+            first, end = g[0].t, g[-1].t + g[-1].duration
+            start = max(earliest, first - rng.uniform(0.5, length - (end - first) - 0.5))
+            if start > first or start + length < end or start + length > room:
+                break
+            moved.append((start, start + length))
+            earliest = start + length + 1 / FPS
+        if len(moved) == len(groups):
+            return [*moved, segments[-1]], q
+    return segments, None
+
+
 def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], worlds: dict) -> Clip:
     tc = cfg.train
     while True:
@@ -156,16 +198,21 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         world = worlds.setdefault(seed, SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size))
         t_end = rng.uniform(tc.clip_seconds, tc.world_seconds)
         segments = clip_segments(tc, rng, t_end)
-        # the half of three-stretch clips that hold a long span of entries, or else an earlier look-alike
-        if len(segments) > 2 and rng.random() < 0.5:
+        # half of the clips in stretches show all that a count counts; of the rest, half of three-stretch
+        # clips hold a long span of entries, or else an earlier look-alike
+        counted = None
+        if len(segments) > 1 and rng.random() < 0.5:
+            segments, counted = on_counted_entries(tc, world, segments, rng)
+        if counted is None and len(segments) > 2 and rng.random() < 0.5:
             segments = on_consecutive_entries(tc, world, segments, rng)
-        else:
+        elif counted is None:
             segments = with_lookalike(tc, world, segments, rng)
         times = [t for a, b in segments for t in np.arange(a, b + 1e-6, 1 / FPS).tolist()]
         # what a live stream's temporal state has seen before the clip's first frame
         warm = [times[0] - k / FPS for k in range(min(int(tc.warmup_seconds * FPS), int(times[0] * FPS)), 0, -1)]
         n = len(times)
         qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=t_end - segments[0][0], shown=segments)
+        qs += [counted] if counted is not None and counted.text not in {q.text for q in qs} else []
         if qs:
             break
     if len(worlds) > 64:  # worlds keep their logs; bound what a long run holds

@@ -255,20 +255,29 @@ def _ask_count(log: _Log, target: str, rng: random.Random) -> Question | None:
         if not log.done(log.enters[-1]):
             return None
         b = log.now
-    lo, hi = bisect.bisect_left(log.enter_times, a), bisect.bisect_left(log.enter_times, b)
-    entered = log.enters[lo:hi]
     # The noun: all objects, or a colour or a shape; mostly the anchor's, so that counts are often > 0.
     noun = rng.choice(("all", "colour", "shape"))
-    if noun == "all":
-        words = "objects"
-    else:
+    value = None
+    if noun != "all":
         value = getattr(e, noun) if rng.random() < 0.7 else rng.choice(getattr(log.world.params, noun + "s"))
-        entered = [x for x in entered if getattr(x, noun) == value]
-        words = f"{value} objects" if noun == "colour" else _plural(value)
+    return _count_question(log, a, b, noun, value, since)
+
+
+def _count_question(log: _Log, a: float, b: float, noun: str, value: str | None, since: bool = False) -> Question | None:
+    lo, hi = bisect.bisect_left(log.enter_times, a), bisect.bisect_left(log.enter_times, b)
+    entered = [x for x in log.enters[lo:hi] if noun == "all" or getattr(x, noun) == value]
     if len(entered) > 9:
         return None
+    words = "objects" if noun == "all" else f"{value} objects" if noun == "colour" else _plural(value)
     window = f"since {format_time(a)}" if since else f"between {format_time(a)} and {format_time(b)}"
     return log.question(f"How many {words} entered {window}?", str(len(entered)), "count", a, b, [x.t for x in entered])
+
+
+def count_question(world: SynthWorld, t_now: float, a: float, b: float, noun: str = "all",
+                   value: str | None = None) -> Question | None:
+    """"How many {objects | <value> objects | <value>s} entered between t=a and t=b?" asked at `t_now`, for
+    `noun` "all", "colour" or "shape"; None over 9. The caller keeps a and b clear of entries (CLEAR_S)."""
+    return _count_question(_Log(world, t_now, math.inf, None), a, b, noun, value)
 
 
 def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:

@@ -8,7 +8,7 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, losses, on_consecutive_entries, sample_clip, shown_cubes, when_rows,
+from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, losses, on_consecutive_entries, on_counted_entries, sample_clip, shown_cubes, when_rows,
                           train, warm_states, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
@@ -199,6 +199,34 @@ def test_two_stretches_on_consecutive_entries_ask_about_the_span_between():
         qs = make_questions(world, t_end, rng, n=24, kinds=("count", "order"), max_age=t_end - a0, shown=after)
         across += sum(q.evidence_time[0] < b0 and q.evidence_time[1] > a1 for q in qs)
     assert moved >= 20 and across >= 20
+
+
+def test_stretches_on_counted_entries_show_every_entry_their_count_question_counts():
+    """on_counted_entries: the stretches before the last move onto every entry a count of 2 or more counts,
+    in order, apart, within the history, before the last; the question's answer is the log's count over its
+    window, whose ends are clear of entries."""
+    cfg = load_config(overrides={"train": {"segments": 3, "history_seconds": 1200.0}})
+    tc, rng, asked, answers = cfg.train, random.Random(0), 0, set()
+    for seed in range(30):
+        world = SynthWorld(seed=seed)
+        t_end = rng.uniform(tc.history_seconds, 1800.0)
+        start = t_end - tc.history_seconds + 100
+        segments = [(start, start + 15.5), (start + 16, start + 31.5), (t_end - 15.5, t_end)]
+        after, q = on_counted_entries(tc, world, segments, rng)
+        if q is None:
+            assert after == segments
+            continue
+        asked += 1
+        assert after[-1] == segments[-1] and 2 <= len(after) <= 3 and [b - a for a, b in after] == pytest.approx([15.5] * len(after))
+        assert t_end - tc.history_seconds <= after[0][0] and all(b + 1 / 2 <= n[0] for (_, b), n in zip(after, after[1:]))
+        a, b = q.evidence_time
+        enters = [e for e in world.events_between(a, b) if e.kind == "enter"]
+        counted = [e for e in enters if e.t in q.cues]
+        assert q.text.startswith("How many") and q.answer == str(len(counted)) and len(counted) >= 2
+        assert all(any(s <= e.t and e.t + e.duration <= t for s, t in after[:-1]) for e in counted)
+        assert not [e for e in world.events_between(a - 1.5, a + 1.5) if e.kind == "enter"]
+        answers.add(q.answer)
+    assert asked >= 15 and len(answers) >= 2, (asked, answers)
 
 
 def test_training_prompts_show_busy_cubes_before_quiet_ones():
