@@ -449,9 +449,9 @@ def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, regio
     """Fit fresh probes to a trained model's features, the model frozen; returns the last step's losses.
 
     A fine-tune from a checkpoint without its probes starts them at random, and their first gradients,
-    weighted as a converged model's (the region term starts at 4-6 against a QA loss near 1), reshape the
-    tower to suit random heads: three fine-tunes of the shipped ft13 with fresh probes all lost a quarter
-    of the questions naming a time for a shape or a colour (55 of 75 -> 37-40 on test worlds 11000-11011)."""
+    weighted as a converged model's, reshape the tower to suit random heads: from the shipped ft13 the
+    total loss began at 40 (the region term 8.8, times 4) against 2.6 with fitted probes, and quick_eval at
+    step 150 read 0.61 against 0.75."""
     heads = [m for m in (probe, region_probe) if m is not None]
     if not heads or steps == 0:
         return {}
