@@ -434,14 +434,16 @@ def save_probes(path: Path, probe: CubeProbe | None, region_probe: RegionProbe |
 
 
 def load_probes(path: Path, probe: CubeProbe | None, region_probe: RegionProbe | None) -> bool:
-    """The probes saved beside the checkpoint at `path` into `probe` and `region_probe`; False if it has none."""
+    """The probes saved beside the checkpoint at `path` into `probe` and `region_probe`; False unless it has
+    every one of them that is not None (a run without the region probe saves none of it)."""
     if not (path / PROBES).is_file():
         return False
-    tensors = load_file(str(path / PROBES))
+    tensors, found = load_file(str(path / PROBES)), True
     for name, m in (("probe", probe), ("region_probe", region_probe)):
-        if m is not None:
-            m.load_state_dict({k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")})
-    return True
+        if m is not None and (own := {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}):
+            m.load_state_dict(own)
+        found &= m is None or bool(own)
+    return found
 
 
 def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, region_probe: RegionProbe | None,
