@@ -218,6 +218,7 @@ def test_stretches_on_counted_entries_show_every_entry_their_count_question_coun
             continue
         asked += 1
         assert after[-1] == segments[-1] and 2 <= len(after) <= 3 and [b - a for a, b in after] == pytest.approx([15.5] * len(after))
+        # stream times (s) of the synthetic video: stretch bounds and event times, not wall time
         assert t_end - tc.history_seconds <= after[0][0] and all(b + 1 / 2 <= n[0] for (_, b), n in zip(after, after[1:]))
         a, b = q.evidence_time
         enters = [e for e in world.events_between(a, b) if e.kind == "enter"]
