@@ -1,4 +1,5 @@
 """Training: a few steps lower the loss; checkpoints reload to identical outputs; resume continues."""
+import math
 import random
 
 import pytest
@@ -9,7 +10,7 @@ from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
 from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, losses, on_consecutive_entries, on_counted_entries, sample_clip, shown_cubes, when_rows,
-                          train, warm_states, with_lookalike)
+                          train, warm_states, which_event_loss, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
 
@@ -334,6 +335,30 @@ def test_clip_events_are_the_logged_events_each_frame_first_shows():
             labelled += len(begun)
         assert not clip.events[0].any()
     assert labelled >= 10
+
+
+def test_which_event_loss_makes_the_keys_of_a_kind_compete():
+    """Where an enter begins in a cube, the loss is the cross-entropy of its key among the enter keys: low when
+    it leads them, high when another enter key does (though both are "present" to a per-key BCE), and blind
+    to the other kinds' keys; cubes without an event of a kind add nothing."""
+    enters = [i for i, k in enumerate(EVENT_KEYS) if k[0] == "enter"]
+    red_circle, blue_bar = EVENT_KEYS.index(("enter", "red", "circle")), EVENT_KEYS.index(("enter", "blue", "bar"))
+    begun = torch.zeros(2, len(EVENT_KEYS))
+    begun[0, red_circle] = 1.0  # cube 1: nothing begun
+    right, wrong = torch.zeros(2, len(EVENT_KEYS)), torch.zeros(2, len(EVENT_KEYS))
+    right[0, red_circle], right[0, blue_bar] = 8.0, 4.0
+    wrong[0, red_circle], wrong[0, blue_bar] = 4.0, 8.0
+    assert which_event_loss(right, begun) < 0.1 < 3.0 < which_event_loss(wrong, begun)
+    leave = EVENT_KEYS.index(("leave", "red", "circle"))
+    other_kinds, nothing_begun = right.clone(), right.clone()
+    other_kinds[0, leave] = 20.0
+    nothing_begun[1] = torch.randn(len(EVENT_KEYS)) * 10
+    assert torch.allclose(which_event_loss(other_kinds, begun), which_event_loss(right, begun))
+    assert torch.allclose(which_event_loss(nothing_begun, begun), which_event_loss(right, begun))
+    # two enters in one cube: either may lead; uniform logits give log(#keys / #begun)
+    begun[0, blue_bar] = 1.0
+    assert torch.isclose(which_event_loss(torch.zeros_like(begun), begun), torch.tensor(math.log(len(enters) / 2)))
+    assert which_event_loss(torch.zeros(3, len(EVENT_KEYS)), torch.zeros(3, len(EVENT_KEYS))) == 0
 
 
 def test_a_clip_warms_its_scan_on_the_frames_just_before_it():
