@@ -139,7 +139,7 @@ class TrainConfig:
     boundary_weight: float = 1.0  # supervised boundary term from the world's event log (0 = Quicksviewer's unsupervised)
     attribute_weight: float = 1.0  # training-only probe: the (colour, shape) pairs a cube shows and the events begun in it
     region_weight: float = 1.0  # training-only probe: the object centred in each region of each frame
-    event_object_weight: float = 1.0  # of the cube probe's events: which object an enter or leave begun in a cube is of
+    event_object_weight: float = 1.0  # of the cube probe's events: which object entered or left (which colour a change turned to)
     train_seeds: int = 10_000  # worlds 0 .. train_seeds-1 train; evaluation uses seeds above
     world_seconds: float = 1800.0  # clips end anywhere in the first this many seconds of a world
     segments: int = 1  # a clip is 1 to this many separate stretches of frames (clip_seconds in all) ...

@@ -8,8 +8,8 @@ cubes each answer rests on (or of none, in windows without them); a rate term ho
 0.001 * mean |z|; and, since the world knows its truth, supervised terms: where events begin (the
 boundary head, `train.boundary_weight`; 0 gives Quicksviewer's unsupervised recipe), what each cube
 shows (a training-only probe, `train.attribute_weight`: the objects in view at its end and the events
-that begin in it, told apart from the other events of their kind), and which object is centred in each region of each frame (a dense training-only
-probe on the frame tokens, `train.region_weight`).
+that begin in it, told apart from the other events of their kind), and which object is centred in each
+region of each frame (a dense training-only probe on the frame tokens, `train.region_weight`).
 
 Each clip's temporal scan starts from the state after the `train.warmup_seconds` before it (no gradient), as a
 live stream's has seen what came before; later stretches of a clip continue from the stretch before.
@@ -382,8 +382,8 @@ def which_event_loss(event_logits: torch.Tensor, begun: torch.Tensor) -> torch.T
     Per-key BCE was content to say "something entered" and "a red circle is in view": on the shipped
     model's live cubes of test worlds 11000-11011 the top enter key of a cube where an object entered was
     that object's for 8% of 147 enters (leaves 24% of 120, colour changes 92%), while the same probe named
-    97% of the objects in view. A "when" question names the object, and the pointer then picked another
-    object's entry or leave in 25 of 32 wrong answers. A softmax makes the keys of a kind compete."""
+    97% of the objects in view; 23 of its 32 wrong "when" answers there pointed at another event. A softmax
+    makes the keys of a kind compete."""
     terms = []
     for _, keys in EVENT_GROUPS:
         logits, target = event_logits[:, keys], begun[:, keys]
