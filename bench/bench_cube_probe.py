@@ -19,7 +19,7 @@ from configs import load_config
 from models.checkpoint import checkpoint_dir, load_model
 from models.evaluate import stream_world
 from models.stream_encoder import StreamEncoder
-from models.train import ATTRIBUTES, EVENT_GROUPS, EVENT_KEYS, CubeProbe, load_probes
+from models.train import ATTRIBUTES, EVENT_GROUPS, EVENT_KEYS, FPS, CubeProbe, load_probes
 from stream.questions import WHEN_KINDS, when_key
 from stream.synth import SynthWorld
 
@@ -51,7 +51,7 @@ def main() -> None:
             right["in view"] += len(top & in_view)
             total["in view"] += len(in_view)
             # an event's first frame is the first at or after it: it begins in this cube if that frame is here
-            for ev in world.events_between(c.start - 0.5 + 1e-6, c.end + 1e-6):
+            for ev in world.events_between(c.start - 1 / FPS + 1e-6, c.end + 1e-6):
                 if ev.kind in WHEN_KINDS:
                     keys = groups[ev.kind]
                     right[ev.kind] += EVENT_KEYS[max(keys, key=lambda i: e[i])] == when_key(ev)
