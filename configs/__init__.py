@@ -50,9 +50,15 @@ class TemporalConfig:
     d_conv: int = 4
     expand: int = 2
     use_cuda_kernels: bool = True  # mamba-ssm's kernels when CUDA and mamba-ssm are present
+    # A new stream's scan starts from the state after its first frame held this many frames (0: from zeros).
+    # Training clips start after seconds of history; a stream's first cube, scanned from zeros, was unlike
+    # any the LLM read, and the pointer picked it (t=0s) for 8 of 31 wrong "when" answers of test worlds.
+    prime_frames: int = 60
 
     def __post_init__(self):
         _positive(self, "n_layers", "d_state", "d_conv", "expand")
+        if self.prime_frames < 0:
+            raise ConfigError(f"temporal.prime_frames must be >= 0, got {self.prime_frames!r}")
 
 
 @dataclass

@@ -65,6 +65,17 @@ class CubeEncoder(nn.Module):
         return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub, features=feats[0])
 
     @torch.no_grad()
+    def primed_state(self, frame: torch.Tensor) -> list[MambaState] | None:
+        """The temporal state after one uint8 frame [H, W, 3] held for `temporal.prime_frames` frames: what a
+        new stream's scan starts from, a scene seen unchanged for a while (None where prime_frames is 0)."""
+        n = self.cfg.temporal.prime_frames
+        if n == 0:
+            return None
+        feats = self.vision(frame[None])  # [1, P, D]: the same frame each time, its tower run once
+        _, state = self.temporal(feats[:, None].expand(-1, n, -1, -1))
+        return state
+
+    @torch.no_grad()
     def temporal_state(self, frames: torch.Tensor) -> list[list[MambaState]]:
         """The temporal state after each of B runs of uint8 frames [B, T, H, W, 3], one list of layer states a run
         (no gradient: a clip's history, which `encode_clip` continues from)."""

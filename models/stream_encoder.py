@@ -1,6 +1,7 @@
 """The per-stream state machine: frames in, one at a time per stream, closed cubes out.
 
-Each stream keeps its own temporal (Mamba) state, cubing state and the tokens of its open cube;
+Each stream keeps its own temporal (Mamba) state, cubing state and the tokens of its open cube; the
+temporal state starts primed on the stream's first frame (`CubeEncoder.primed_state`);
 `push` advances any number of streams by one frame each in one batched pass. Every input of a call is
 checked before any state changes, so a bad frame or timestamp leaves every stream as it was.
 """
@@ -83,6 +84,9 @@ class StreamEncoder:
         frames = self._check(stream_ids, frames, timestamps)
         m = self.model
         states = [self.streams[sid] for sid in stream_ids]
+        for s, frame in zip(states, frames):
+            if s.last_pts == -math.inf and (primed := m.primed_state(frame)) is not None:
+                s.temporal = primed
 
         feats = m.vision(frames)  # [B, P, D]
         temporal = [MambaState(conv=torch.cat([s.temporal[i].conv for s in states]),

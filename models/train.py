@@ -208,8 +208,9 @@ def sample_clip(cfg: Config, rng: random.Random, seed_range: tuple[int, int], wo
         elif counted is None:
             segments = with_lookalike(tc, world, segments, rng)
         times = [t for a, b in segments for t in np.arange(a, b + 1e-6, 1 / FPS).tolist()]
-        # what a live stream's temporal state has seen before the clip's first frame
-        warm = [times[0] - k / FPS for k in range(min(int(tc.warmup_seconds * FPS), int(times[0] * FPS)), 0, -1)]
+        # what a live stream's temporal state has seen before the clip's first frame; before the world's
+        # start, its first frame held, as a live stream's scan is primed (`CubeEncoder.primed_state`)
+        warm = [max(0.0, times[0] - k / FPS) for k in range(int(tc.warmup_seconds * FPS), 0, -1)]
         n = len(times)
         qs = make_questions(world, t_end, rng, n=tc.questions_per_clip, max_age=t_end - segments[0][0], shown=segments)
         qs += [counted] if counted is not None and counted.text not in {q.text for q in qs} else []

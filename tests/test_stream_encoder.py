@@ -48,7 +48,7 @@ def test_frame_by_frame_equals_whole_clip(model):
     enc.add_stream("cam")
     cubes = feed(enc, "cam", frames) + [enc.flush("cam")]
     with torch.no_grad():
-        whole = model.encode_clip(torch.as_tensor(frames))
+        whole = model.encode_clip(torch.as_tensor(frames), state=model.primed_state(torch.as_tensor(frames[0])))
     assert len(cubes) > 3
     assert [c.num_frames for c in cubes] == whole.lengths
     assert [c.start for c in cubes] == [s * 0.5 for s in whole.starts]
@@ -56,6 +56,32 @@ def test_frame_by_frame_equals_whole_clip(model):
         assert (c.tokens - tok).abs().max() <= 1e-5
         assert math.isclose(c.score, score, abs_tol=1e-5)
     assert sum(c.num_frames for c in cubes) == len(frames)
+
+
+def test_a_new_stream_starts_from_its_first_frame_held(model):
+    """A stream's scan starts from the state after its first frame seen `temporal.prime_frames` times (as a
+    training clip's starts after seconds of history), not from zeros; 0 primes nothing."""
+    frames = torch.as_tensor(clip(5, T=24))
+    n = model.cfg.temporal.prime_frames
+    with torch.no_grad():
+        held = model.temporal_state(frames[:1].expand(n, -1, -1, -1)[None])[0]
+        primed, zeros = model.encode_clip(frames, state=held), model.encode_clip(frames)
+    enc = StreamEncoder(model)
+    enc.add_stream("cam")
+    cubes = feed(enc, "cam", frames.numpy()) + [enc.flush("cam")]
+    assert n > 0 and len(cubes) == len(primed.tokens)
+    assert max((c.tokens - t).abs().max() for c, t in zip(cubes, primed.tokens)) <= 1e-5
+    assert (primed.features - zeros.features).abs().max() > 1e-2
+
+    unprimed = CubeEncoder(load_config(overrides={"temporal": {"prime_frames": 0}})).eval()
+    unprimed.load_state_dict(model.state_dict())
+    assert unprimed.primed_state(frames[0]) is None
+    enc = StreamEncoder(unprimed)
+    enc.add_stream("cam")
+    cubes = feed(enc, "cam", frames.numpy()) + [enc.flush("cam")]
+    with torch.no_grad():
+        whole = unprimed.encode_clip(frames)
+    assert max((c.tokens - t).abs().max() for c, t in zip(cubes, whole.tokens)) <= 1e-5
 
 
 def test_a_clip_continues_from_the_state_of_the_frames_before_it(model):
