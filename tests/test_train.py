@@ -362,26 +362,23 @@ def test_which_event_loss_makes_the_keys_of_a_kind_compete():
 
 
 def test_a_clip_warms_its_scan_on_the_frames_just_before_it():
-    """A clip carries the train.warmup_seconds of frames before its first, at the live frame rate (fewer near
-    the world's start), and its scan starts from the state after them; clips batched by warm-up length."""
+    """A clip carries the train.warmup_seconds of frames before its first, at the live frame rate; before the
+    world's start, its first frame held (as a live stream's scan is primed); its scan starts from the state
+    after them."""
     cfg = load_config(overrides={"train": {"warmup_seconds": 10.0, "world_seconds": 60.0, "clip_seconds": 16.0}})
-    rng, clips, lengths = random.Random(2), [], set()
+    rng, clips, held = random.Random(2), [], 0
     for _ in range(6):
         worlds = {}
         clips.append(sample_clip(cfg, rng, (0, 50), worlds))
         (world,) = worlds.values()
         c = clips[-1]
-        n = min(20, int(c.times[0] * 2))
-        assert len(c.warmup) == n
-        for k in (1, n):
-            assert torch.equal(c.warmup[n - k], torch.as_tensor(world.frame_at(c.times[0] - k / 2)))
-        lengths.add(n)
-    assert len(lengths) > 1 and 20 in lengths
+        assert len(c.warmup) == 20
+        for k in range(1, 21):
+            assert torch.equal(c.warmup[20 - k], torch.as_tensor(world.frame_at(max(0.0, c.times[0] - k / 2))))
+        held += c.times[0] < 10.0
+    assert 0 < held < len(clips)
     torch.manual_seed(0)
     encoder = CubeEncoder(cfg)
     for c, state in zip(clips, warm_states(encoder, clips)):
-        if not len(c.warmup):
-            assert state is None
-            continue
         (alone,) = encoder.temporal_state(c.warmup[None])
         assert all(torch.allclose(a.ssm, b.ssm, atol=1e-6) for a, b in zip(state, alone))
