@@ -93,7 +93,9 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
     results = {}
     patch_tokens = encoder.vision.grid**2
     for method in sorted(methods, key=lambda m: m != "adaptive"):  # adaptive first: the baselines match its rate
-        target = max(1, round(results["adaptive"]["frames_per_cube"] if "adaptive" in results else cfg.cubing.target_len))
+        # without an adaptive run, the mean its head was trained to hold (target_len is a prior, often ~1)
+        target = max(1, round(results["adaptive"]["frames_per_cube"] if "adaptive" in results
+                              else cfg.cubing.trained_target_len))
         enc_cfg = copy.deepcopy(cfg)
         if method in ("fixed", "uniform"):
             enc_cfg.cubing.min_len = enc_cfg.cubing.max_len = target if method == "fixed" else 1

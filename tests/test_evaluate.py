@@ -1,4 +1,5 @@
 """Evaluation's numbers are computed from what the model did, checked here against independent counts."""
+import copy
 import math
 import random
 
@@ -68,3 +69,13 @@ def test_evaluate_counts_match_an_independent_replay(setup):
     if a["recall@1"] is not None:  # recall over cited spans can only grow with k
         assert 0.0 <= a["recall@1"] <= a["recall@3"] <= a["recall@5"] <= 1.0
     assert "| adaptive |" in table(res)
+
+
+def test_fixed_alone_cuts_cubes_of_the_trained_mean(setup):
+    # without an adaptive run to match, fixed cubes take the head's trained mean, not the run-time prior
+    cfg, encoder, llm = setup
+    cfg = copy.deepcopy(cfg)
+    cfg.cubing.target_len = 1.0005  # the shipped prior: rounded as a length it would make cubes of 1 frame
+    res = evaluate(cfg, encoder, llm, [20_001], 25.0, questions=0, methods=("fixed",), log=lambda *_: None)
+    L = round(cfg.cubing.trained_target_len)
+    assert res["fixed"]["frames_per_cube"] == pytest.approx(50 / math.ceil(50 / L))
