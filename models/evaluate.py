@@ -7,7 +7,7 @@ against the true event times (1 s tolerance), mean frames per cube, tokens kept 
 compression against the vision tower's per-frame patch tokens. Boundaries are the head's own decisions:
 a cube closed by max_len (a quiet stretch cut to bound memory granularity) claims no event. Baselines use the same trained weights,
 the same memory and prompt budgets, and the same tokens per frame as the adaptive run: L is its mean
-frames per cube, rounded (the profile's `target_len` when adaptive is not run):
+frames per cube, rounded (the head's `trained_target_len` when adaptive is not run):
 
 - fixed:   cubes of exactly L frames (min_len = max_len);
 - uniform: one frame in every L, each its own cube (uniform frame sampling);
