@@ -601,7 +601,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         if done % tc.save_every == 0 or done == steps or out_of_time:
             save(done)
         if out_of_time:
-            bar.write(f"stopping at step {done}: train.max_minutes ({tc.max_minutes}) reached")
+            # lr and Gumbel noise follow the step schedule: a run cut by time stops before they have come down
+            bar.write(f"stopping at step {done} of {steps}: train.max_minutes ({tc.max_minutes}) reached, with the "
+                      f"learning rate at {sched.get_last_lr()[0] / tc.lr:.0%} of its peak and the Gumbel noise at "
+                      f"{noise_weight(cfg, done):.2f} (0.01 at the schedule's end); `--resume` finishes the schedule, "
+                      f"or set train.steps to what fits")
             break
     result["step"] = done if steps > start else start
     return result

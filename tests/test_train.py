@@ -80,12 +80,15 @@ def test_a_fine_tune_starts_from_the_saved_probes_or_fits_fresh_ones_with_the_mo
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
 
 
-def test_resume_is_deterministic(tmp_path):
-    """Training 4 steps, stopping, and resuming to 6 gives the weights of 6 steps straight."""
+def test_resume_is_deterministic(tmp_path, capsys):
+    """Training 4 steps, stopping, and resuming to 6 gives the weights of 6 steps straight; the run cut by
+    time says how far its schedule got and how to finish it."""
     cfg = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 6, "save_every": 4}})
     train(cfg, tmp_path / "straight", progress=False)
     cut = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 6, "save_every": 4, "max_minutes": 1e-9}})
     train(cut, tmp_path / "resumed", progress=False)  # stops (and saves) after its first step
+    said = capsys.readouterr().out
+    assert "stopping at step 1 of 6" in said and "`--resume` finishes the schedule" in said
     train(cfg, tmp_path / "resumed", resume=True, progress=False)
     a, _ = load_model(cfg, tmp_path / "straight")
     b, _ = load_model(cfg, tmp_path / "resumed")
