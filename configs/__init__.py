@@ -132,8 +132,9 @@ class AnswerConfig:
 class TrainConfig:
     """`cubestream train` on the synthetic world (stream/synth.py)."""
     # The step count sets the schedule (lr cosine, Gumbel noise annealing); on 2 CPU cores a run from scratch
-    # takes ~7-9 s a step until the boundary head holds its trained cube rate (~100 steps), then ~3.3 s: 900
-    # steps fit the hour. 1800 did not fit the 40 min it had: cut at a third of it, the Gumbel noise still 0.43.
+    # takes ~7-9 s a step until the boundary head holds its trained cube rate (~100-150 steps), then ~3.3 s:
+    # 900 steps take the hour (one was cut at 860, the lr then under 1% of its peak). 1800 did not fit the 40
+    # min it had: cut at a third of it, the Gumbel noise still 0.43.
     steps: int = 900
     max_minutes: float = 60.0  # stop (and save) when this much wall time has passed; --resume finishes the schedule
     clips_per_step: int = 4
