@@ -139,6 +139,13 @@ class Answerer:
                 out.append(self.llm.attention_scores(p) * len(window))
         return torch.cat(out)
 
+    @torch.no_grad()
+    def locate(self, cubes: Sequence[CubeLike], question: str) -> float:
+        """The start of the memory entry the `EventLocator` finds the asked event in."""
+        ages = torch.tensor([cubes[-1].end - c.start for c in cubes])
+        scores = self.llm.locator(torch.stack([c.tokens for c in cubes]), ages, self.llm.embed_text(question))
+        return cubes[int(scores.argmax())].start
+
     def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:
         """Indices of the cubes to show the LLM (time order), every cube by priority, and every cube's score."""
         q_ids = self.question_ids(question)
@@ -166,7 +173,9 @@ class Answerer:
                                  now=cubes[-1].end)
         logprobs = None
         if options is None:
-            text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens)
+            locate = self.cfg.locator and self.llm.locator is not None
+            text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens,
+                                                point=(lambda: self.locate(cubes, question.strip())) if locate else None)
         else:
             logprobs = self.llm.option_logprobs(prompt, options).tolist()
             text = options[max(range(len(options)), key=logprobs.__getitem__)]

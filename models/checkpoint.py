@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from configs import PROFILES, Config
 from models.cube_encoder import CubeEncoder
+from models.event_locator import EventLocator
 from models.llm import CubeLLM
 
 
@@ -27,6 +28,8 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
     tensors |= {f"time_embed.{k}": v for k, v in llm.time_embed.state_dict().items()}
     tensors |= {f"pointer.{k}": v for k, v in llm.pointer.state_dict().items()}
+    if llm.locator is not None:
+        tensors |= {f"locator.{k}": v for k, v in llm.locator.state_dict().items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
@@ -57,4 +60,7 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
         # absent from older checkpoints, whose LLM never answers POINTER; its newer terms keep their zero start
         llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
+    if locator := {k.removeprefix("locator."): v for k, v in tensors.items() if k.startswith("locator.")}:
+        llm.locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
+        llm.locator.load_state_dict(locator)
     return encoder.eval(), llm.eval()

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from configs import Config
+from models.event_locator import EventLocator
 from stream.timefmt import TIME_WORD, format_time
 
 SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
@@ -145,6 +146,7 @@ class CubeLLM(nn.Module):
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
         self.time_embed = TimeEmbedding(width)
         self.pointer = CubePointer(width)
+        self.locator: EventLocator | None = None  # fitted after training (`fit_locator`); absent, the pointer answers
 
     def _train_pointer_row(self) -> None:
         """A frozen LM must still learn to read and write POINTER, a token it never saw: its embedding row (and
@@ -249,8 +251,10 @@ class CubeLLM(nn.Module):
         return (logp * mask).sum(1)
 
     @torch.no_grad()
-    def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, int]:
-        """Greedy decoding; returns the answer text and how many tokens it took."""
+    def generate(self, prompt: Prompt, max_new_tokens: int, point=None) -> tuple[str, int]:
+        """Greedy decoding; returns the answer text and how many tokens it took. `point`: where given, what
+        a POINTER answer writes (a time in seconds, from a reader of the whole memory), instead of the time
+        of the prompt's cube the pointer picks."""
         # the prompt's hidden states come back with the tokens: a POINTER answer is resolved without a second pass
         out = self.lm.generate(inputs_embeds=prompt.embeds[None], attention_mask=torch.ones(1, len(prompt.embeds), dtype=torch.long,
                                device=prompt.embeds.device), max_new_tokens=max_new_tokens, do_sample=False,
@@ -260,8 +264,11 @@ class CubeLLM(nn.Module):
         pieces = self.tokenizer.convert_ids_to_tokens(
             [i for i in tokens if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)])
         if POINTER in pieces and prompt.cube_spans:
-            cube = int(self.pointer(out.hidden_states[0][-1][0], prompt).argmax())  # first step: the prompt, last layer
-            pieces = [format_time(prompt.cube_starts[cube]) if p == POINTER else p for p in pieces]
+            if point is not None:
+                t = point()
+            else:  # first step: the prompt, last layer
+                t = prompt.cube_starts[int(self.pointer(out.hidden_states[0][-1][0], prompt).argmax())]
+            pieces = [format_time(t) if p == POINTER else p for p in pieces]
         return detokenize(pieces), len(tokens)
 
     @torch.no_grad()

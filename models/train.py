@@ -34,14 +34,17 @@ from configs import Config, TrainConfig
 from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
+from models.evaluate import stream_world
+from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
+from models.stream_encoder import StreamEncoder
+from stream.memory import RollingMemory
 from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, Question, count_question, is_correct, make_questions,
                               when_key, when_questions)
-from stream.synth import COLOURS, SHAPES, Event, SynthWorld
+from stream.synth import Event, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
-ATTRIBUTES = [(c, s) for c in COLOURS for s in SHAPES]
 MIN_SHOWN = 4  # the fewest cubes a training prompt shows
 # Most regions of a frame are empty: at full weight "nothing here" dominated the region probe's loss and the
 # tower never told shapes apart (26% of object regions' shapes right in the shipped ft4, chance 20%).
@@ -50,11 +53,6 @@ EMPTY_REGION_WEIGHT = 0.2
 # every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
-# What a "when" question names about an event (`when_key`): a cube must carry it for the pointer to find the
-# event. The shipped ft8 pointed at an event of the right kind but the wrong object in 7 of 10 wrong "when"
-# answers on test worlds 11000-11002 (leave of a blue cross for "When did a white triangle last leave?").
-EVENT_KEYS = ([("enter", c, s) for c, s in ATTRIBUTES] + [("leave", c, s) for c, s in ATTRIBUTES]
-              + [("change", c) for c in COLOURS])
 # A cube begins about 0.13 of the 66 (the world has 0.04 such events a second; a cube is ~3.5 s): unweighted,
 # calling every event absent is nearly free. 60, well under the odds against (~500), was chosen, not tuned.
 EVENT_POS_WEIGHT = 60.0
@@ -496,6 +494,50 @@ def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, regio
         opt.step()
         result = {k: torch.stack(v).mean().item() for k, v in parts.items()}
     return result
+
+
+def fit_locator(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, probe: CubeProbe, seeds: range, seconds: float,
+                cuts: int = 3, steps: int = 3000, progress: bool = True) -> dict:
+    """A fresh `EventLocator` fitted on live memories of the training worlds `seeds`, everything else frozen;
+    set as `llm.locator`. Each world is streamed `seconds` through the live path and its memory taken at
+    `cuts` evenly spaced times, where every "When did ... last ...?" that the log answers is asked. Its
+    probe is `probe` (the checkpoint's fitted training-only one), frozen: the locator learns to read what
+    the tokens already say. Returns the mean of the last 200 steps' losses."""
+    torch.manual_seed(cfg.seed)
+    llm.locator = locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
+    locator.probe.load_state_dict(probe.head.state_dict())
+    locator.probe.requires_grad_(False)
+    rows = []  # (features [N, E, F], the question's embeddings, its key, the entries a right answer may start)
+    for seed in tqdm(seeds, disable=not progress, desc="stream worlds"):
+        world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
+        with torch.no_grad():
+            cubes = stream_world(StreamEncoder(encoder.eval()), world, seconds)
+            for cut in (seconds * (i + 1) / cuts for i in range(cuts)):
+                memory = RollingMemory("eval", cfg.memory.token_budget)
+                for c in (c for c in cubes if c.end <= cut):
+                    memory.add(c)
+                entries = memory.entries()
+                now = entries[-1].end
+                starts = torch.tensor([e.start for e in entries])
+                feats = locator.features(torch.stack([e.tokens for e in entries]), now - starts)
+                for q in when_questions(world, now):
+                    right = ((starts - q.answer_time).abs() <= 3.0).nonzero().flatten().tolist()  # eval's tolerance
+                    if right:
+                        rows.append((feats, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
+    params = [p for p in locator.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
+    rng, losses = random.Random(cfg.seed), []
+    for _ in tqdm(range(steps), disable=not progress, desc="fit locator"):
+        feats, question, key, right = rng.choice(rows)
+        keys = locator.key_logits(question)
+        scores = locator.entry_scores(feats) @ keys.softmax(0)
+        loss = scores.logsumexp(0) - scores[right].logsumexp(0) + F.cross_entropy(keys[None], torch.tensor([key]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    locator.eval()
+    return {"questions": len(rows), "loss": float(np.mean(losses[-200:]))}
 
 
 @torch.no_grad()

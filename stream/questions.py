@@ -46,6 +46,7 @@ class Question:
     answer_time: float | None = None  # "when" questions: the exact true time
     cues: tuple[float, ...] = ()  # when each logged event the answer rests on began (none: what is in view now)
     options: tuple[str, ...] = ()  # the answers the question offers ("the A or the B?", yes or no); none: open
+    event_key: tuple = ()  # "when" questions: the `when_key` of the event asked about
 
 
 def age_slice(age: float) -> str:
@@ -188,9 +189,9 @@ class _Log:
             self._last = sorted(last.values(), key=lambda x: x.t)
         return self._last
 
-    def question(self, text, answer, kind, t0, t1, cues=(), answer_time=None, options=()) -> Question:
+    def question(self, text, answer, kind, t0, t1, cues=(), answer_time=None, options=(), event_key=()) -> Question:
         return Question(text, answer, kind, (t0, t1), age_slice(self.now - t0), self.now, answer_time, tuple(cues),
-                        tuple(options))
+                        tuple(options), event_key)
 
 
 def _desc(e: Event) -> str:
@@ -340,7 +341,8 @@ def _when_question(log: _Log, e: Event) -> Question | None:
         return None
     text = (f"When did something last turn {e.colour}?" if e.kind == "change"
             else f"When did a {_desc(e)} last {e.kind}?")
-    return log.question(text, format_time(e.t), "when", e.t, e.t + e.duration, [e.t], answer_time=e.t)
+    return log.question(text, format_time(e.t), "when", e.t, e.t + e.duration, [e.t], answer_time=e.t,
+                        event_key=when_key(e))
 
 
 def when_questions(world: SynthWorld, t_now: float) -> list[Question]:

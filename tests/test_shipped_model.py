@@ -5,6 +5,7 @@ well defined; the shipped model must beat twice chance and the majority answer o
 (Its other kinds are reported by `cubestream eval`, not asserted here.)
 """
 import random
+from dataclasses import replace
 from collections import Counter
 
 import pytest
@@ -14,7 +15,8 @@ from models import StreamEncoder
 from models.answerer import Answerer
 from models.checkpoint import checkpoint_dir, load_model
 from models.evaluate import stream_world
-from stream.questions import is_correct, make_questions
+from stream.memory import RollingMemory
+from stream.questions import is_correct, make_questions, when_questions
 from stream.synth import COLOURS, SynthWorld
 
 SEEDS = (90_001, 90_002, 90_003, 90_004, 90_005, 90_006, 90_007)  # held out: training draws seeds below train.train_seeds
@@ -41,3 +43,22 @@ def test_shipped_checkpoint_answers_colour_questions_above_chance(shipped):
     assert len(truths) >= 15
     majority = Counter(truths).most_common(1)[0][1]
     assert right > max(2 * len(truths) / len(COLOURS), majority), (right, len(truths), majority)
+
+
+def test_shipped_locator_finds_when_the_named_object_last_entered_or_left(shipped):
+    """Every "When did ... last ...?" a held-out 600-s stream's log answers, asked of its memory: the shipped
+    EventLocator must be right for most of them, and for more than the prompt's pointer alone (without it)."""
+    cfg, encoder, llm = shipped
+    assert llm.locator is not None, "the shipped checkpoint has no fitted EventLocator"
+    world = SynthWorld(seed=SEEDS[0], width=cfg.vision.image_size, height=cfg.vision.image_size)
+    memory = RollingMemory("eval", cfg.memory.token_budget)
+    for c in stream_world(StreamEncoder(encoder), world, 600.0):
+        memory.add(c)
+    entries = memory.entries()
+    questions = [q for q in when_questions(world, entries[-1].end) if q.event_key[0] != "change"]
+    assert len(questions) >= 10
+    right = {}
+    for use in (True, False):
+        answerer = Answerer(llm, replace(cfg.answer, locator=use))
+        right[use] = sum(is_correct(q, answerer.answer(entries, q.text).text) for q in questions)
+    assert right[True] > len(questions) / 2 and right[True] > right[False], (right, len(questions))
