@@ -40,7 +40,7 @@ from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
 from models.stream_encoder import StreamEncoder
 from stream.memory import RollingMemory
-from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, Question, count_question, is_correct, make_questions,
+from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, WHEN_TOLERANCE_S, Question, count_question, is_correct, make_questions,
                               when_key, when_questions)
 from stream.synth import Event, SynthWorld
 
@@ -521,7 +521,7 @@ def fit_locator(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, probe: CubeProb
                 starts = torch.tensor([e.start for e in entries])
                 feats = locator.features(torch.stack([e.tokens for e in entries]), now - starts)
                 for q in when_questions(world, now):
-                    right = ((starts - q.answer_time).abs() <= 3.0).nonzero().flatten().tolist()  # eval's tolerance
+                    right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
                     if right:
                         rows.append((feats, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
     params = [p for p in locator.parameters() if p.requires_grad]

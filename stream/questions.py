@@ -56,7 +56,10 @@ def age_slice(age: float) -> str:
     raise ValueError(f"age must be a number >= 0, got {age!r}")
 
 
-def is_correct(q: Question, prediction: str, time_tol: float = 3.0) -> bool:
+WHEN_TOLERANCE_S = 3.0  # a "when" answer this close to the true time is right
+
+
+def is_correct(q: Question, prediction: str, time_tol: float = WHEN_TOLERANCE_S) -> bool:
     """Exact match after normalizing case and spaces; "when" answers within `time_tol` seconds."""
     if q.answer_time is not None:
         t = parse_time(prediction)
