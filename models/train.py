@@ -40,8 +40,8 @@ from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
 from models.stream_encoder import StreamEncoder
 from stream.memory import RollingMemory
-from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, WHEN_TOLERANCE_S, Question, count_question, is_correct, make_questions,
-                              when_key, when_questions)
+from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, WHEN_TOLERANCE_S, Question, count_question, is_correct,
+                              make_questions, when_key, when_questions)
 from stream.synth import Event, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
