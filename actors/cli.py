@@ -66,23 +66,26 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_fit_locator(args) -> int:
-    """Fit the EventLocator of a trained checkpoint on live memories of training worlds; rewrites its weights."""
+def cmd_fit_readers(args) -> int:
+    """Fit the EventLocator and the SequenceReader of a trained checkpoint on live memories of training worlds;
+    rewrites its weights."""
     from pathlib import Path
 
     from configs import load_config
     from models.checkpoint import load_model, save_checkpoint
-    from models.train import CubeProbe, fit_locator, load_probes
+    from models.train import CubeProbe, fit_locator, fit_reader, live_memories, load_probes
 
     cfg = load_config(args.config, overrides=settings(args.set))
     encoder, llm = load_model(cfg, args.checkpoint)
     probe = CubeProbe(cfg.resampler.out_dim)
     if not load_probes(Path(args.checkpoint), probe, None):
         raise SystemExit(f"{args.checkpoint} has no fitted probes (probes.safetensors): train it first")
-    result = fit_locator(cfg, encoder, llm, probe, range(args.first_world, args.first_world + args.worlds), args.seconds,
-                         steps=args.steps)
+    memories = live_memories(cfg, encoder, range(args.first_world, args.first_world + args.worlds), args.seconds)
+    located = fit_locator(cfg, llm, probe, memories, steps=args.locator_steps)
+    read = fit_reader(cfg, llm, probe, memories, steps=args.reader_steps)
     save_checkpoint(args.checkpoint, encoder, llm)
-    print(f"locator fitted on {result['questions']} questions, final loss {result['loss']:.3f}; saved to {args.checkpoint}")
+    print(f"locator fitted on {located['questions']} questions, final loss {located['loss']:.3f}; reader on "
+          f"{read['questions']}, final loss {read['loss']:.3f}; saved to {args.checkpoint}")
     return 0
 
 
@@ -274,15 +277,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, help="override train.max_minutes")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. train.lr=5e-4")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("fit-locator", help="after train: fit the reader of 'when' answers on training worlds' memories")
+    p = sub.add_parser("fit-readers", help="after train: fit the readers of whole memories ('when', 'what entered "
+                       "next / first', 'is it still there?') on training worlds' memories")
     p.add_argument("--config", default="default")
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint folder (with its probes); rewritten")
     p.add_argument("--first-world", type=int, default=0)
     p.add_argument("--worlds", type=int, default=20)
     p.add_argument("--seconds", type=float, default=1200.0)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--locator-steps", type=int, default=3000)
+    p.add_argument("--reader-steps", type=int, default=6000)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
-    p.set_defaults(func=cmd_fit_locator)
+    p.set_defaults(func=cmd_fit_readers)
     p = sub.add_parser("eval", help="QA accuracy, boundary F1 and compression on held-out synthetic worlds")
     p.add_argument("--config", default="default")
     p.add_argument("--checkpoint", help="checkpoint folder (default: the profile's)")

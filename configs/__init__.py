@@ -121,6 +121,7 @@ class AnswerConfig:
     selection: str = "attention"  # "attention" (XComp), "pointer" (the trained CubePointer's logits, by window),
     #   "key" (cosine of cube keys to the question), "recent" (none)
     locator: bool = True  # a time the LLM answers is read from the whole memory by the EventLocator, where fitted
+    reader: bool = True  # "what entered next / first", "is it still there?" read by the SequenceReader, where fitted
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",

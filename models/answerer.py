@@ -8,6 +8,11 @@ the question), keep the best that fit the LLM's token budget plus always the new
 and answer from them, citing the time spans used. A question may come with the options it allows
 ("the red circle or the blue bar?"): the answer is then the option the LLM finds most likely.
 
+"What entered next after the .. that entered at t=..s?", "which entered first after t=..s: the A or the B?"
+and "is the .. that entered at t=..s still there?" rest on the order of entries across the whole memory,
+which no prompt of a few cubes shows: where fitted, the `SequenceReader` answers them from every entry
+(and the `EventLocator` writes the time of a "when" answer); the LLM answers the rest.
+
 A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
 evidence lies better than any score: the cubes within seconds of the named span come first, and
 scores order the rest. The budget is about as many cubes as the LLM was trained to read (one training clip's
@@ -85,11 +90,12 @@ class Citation:
 class Answer:
     text: str
     citations: list[Citation]  # most relevant first: nearest a time the question names, then by score
-    tokens_used: int  # prompt + generated tokens (with options: + every option's tokens, each read once)
+    tokens_used: int  # prompt + generated tokens (with options: + every option's tokens, each read once); the
+    #   question's alone where the SequenceReader answered (the LLM did not run)
     latency_s: float
     cubes_considered: int
     cubes_used: int
-    option_logprobs: list[float] | None = None  # with options: each one's log-likelihood, in the order given
+    option_logprobs: list[float] | None = None  # with options the LLM chose among: each one's log-likelihood, in order
 
 
 class Answerer:
@@ -146,6 +152,17 @@ class Answerer:
         scores = self.llm.locator(torch.stack([c.tokens for c in cubes]), ages, self.llm.embed_text(question))
         return cubes[int(scores.argmax())].start
 
+    @torch.no_grad()
+    def read(self, cubes: Sequence[CubeLike], question: str, options: list[str] | None) -> tuple[str, list[int]] | None:
+        """The `SequenceReader`'s answer over the whole memory and the cubes it rests on, for a question that
+        names a time and asks for one of its readings; else None (the LLM answers)."""
+        named = named_span(question)
+        if not self.cfg.reader or self.llm.reader is None or named is None:
+            return None
+        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [c.start for c in cubes], named[0],
+                                    self.llm.embed_words(question),
+                                    [(o, self.llm.embed_words(o)) for o in options] if options else None)
+
     def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:
         """Indices of the cubes to show the LLM (time order), every cube by priority, and every cube's score."""
         q_ids = self.question_ids(question)
@@ -168,6 +185,11 @@ class Answerer:
         if not cubes:
             return Answer(text="", citations=[], tokens_used=0, latency_s=time.perf_counter() - started,
                           cubes_considered=0, cubes_used=0)
+        if (read := self.read(cubes, question.strip(), options)) is not None:
+            text, rests_on = read
+            return Answer(text=text, citations=[Citation(cubes[i].start, cubes[i].end, 1.0) for i in dict.fromkeys(rests_on)],
+                          tokens_used=len(self.question_ids(question)), latency_s=time.perf_counter() - started,
+                          cubes_considered=len(cubes), cubes_used=len(cubes))
         chosen, order, scores = self.select(cubes, question)
         prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip(),
                                  now=cubes[-1].end)

@@ -1,4 +1,4 @@
-"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding, pointer) and `llm/` (a Hugging Face
+"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding, pointer, the fitted readers) and `llm/` (a Hugging Face
 causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from configs import PROFILES, Config
 from models.cube_encoder import CubeEncoder
 from models.event_locator import EventLocator
 from models.llm import CubeLLM
+from models.sequence_reader import SequenceReader
 
 
 def checkpoint_dir(cfg: Config) -> Path | None:
@@ -28,8 +29,9 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
     tensors |= {f"time_embed.{k}": v for k, v in llm.time_embed.state_dict().items()}
     tensors |= {f"pointer.{k}": v for k, v in llm.pointer.state_dict().items()}
-    if llm.locator is not None:
-        tensors |= {f"locator.{k}": v for k, v in llm.locator.state_dict().items()}
+    for name in ("locator", "reader"):
+        if (module := getattr(llm, name)) is not None:
+            tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
@@ -60,7 +62,8 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
         # absent from older checkpoints, whose LLM never answers POINTER; its newer terms keep their zero start
         llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
-    if locator := {k.removeprefix("locator."): v for k, v in tensors.items() if k.startswith("locator.")}:
-        llm.locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
-        llm.locator.load_state_dict(locator)
+    for name, reader in (("locator", EventLocator), ("reader", SequenceReader)):  # absent where never fitted
+        if weights := {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}:
+            setattr(llm, name, reader(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim))
+            getattr(llm, name).load_state_dict(weights)
     return encoder.eval(), llm.eval()

@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from configs import Config
 from models.event_locator import EventLocator
+from models.sequence_reader import SequenceReader
 from stream.timefmt import TIME_WORD, format_time
 
 SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
@@ -146,7 +147,9 @@ class CubeLLM(nn.Module):
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
         self.time_embed = TimeEmbedding(width)
         self.pointer = CubePointer(width)
-        self.locator: EventLocator | None = None  # fitted after training (`fit_locator`); absent, the pointer answers
+        # fitted after training (`fit_readers`); absent, the pointer answers "when", the LLM every other question
+        self.locator: EventLocator | None = None
+        self.reader: SequenceReader | None = None
 
     def _train_pointer_row(self) -> None:
         """A frozen LM must still learn to read and write POINTER, a token it never saw: its embedding row (and
@@ -164,6 +167,10 @@ class CubeLLM(nn.Module):
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
         emb = self.lm.get_input_embeddings()
         return emb(torch.tensor(ids, dtype=torch.long, device=emb.weight.device))
+
+    def embed_words(self, text: str) -> torch.Tensor:
+        """[L, H] embeddings of `text`'s tokens alone, without the TimeEmbedding of the times it writes."""
+        return self.embed_ids(self.ids(text))
 
     def embed_text(self, text: str) -> torch.Tensor:
         """[L, H] embeddings of `text`; the tokens of each time it writes ("t=12s") also carry its TimeEmbedding."""

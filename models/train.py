@@ -38,6 +38,7 @@ from models.evaluate import stream_world
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
+from models.sequence_reader import READINGS, SequenceReader, entry_at, first_logit
 from models.stream_encoder import StreamEncoder
 from stream.memory import RollingMemory
 from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, WHEN_TOLERANCE_S, Question, count_question, is_correct,
@@ -496,34 +497,43 @@ def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, regio
     return result
 
 
-def fit_locator(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, probe: CubeProbe, seeds: range, seconds: float,
-                cuts: int = 3, steps: int = 3000, progress: bool = True) -> dict:
-    """A fresh `EventLocator` fitted on live memories of the training worlds `seeds`, everything else frozen;
-    set as `llm.locator`. Each world is streamed `seconds` through the live path and its memory taken at
-    `cuts` evenly spaced times, where every "When did ... last ...?" that the log answers is asked. Its
-    probe is `probe` (the checkpoint's fitted training-only one), frozen: the locator learns to read what
-    the tokens already say. Returns the mean of the last 200 steps' losses."""
+def live_memories(cfg: Config, encoder: CubeEncoder, seeds: range, seconds: float, cuts: int = 3,
+                  progress: bool = True) -> list[tuple[SynthWorld, list]]:
+    """What the readers are fitted on: each world of `seeds` streamed `seconds` through the live path, its
+    memory (a `RollingMemory` under the profile's budget, as live) taken at `cuts` evenly spaced times."""
+    out = []
+    for seed in tqdm(seeds, disable=not progress, desc="stream worlds"):
+        world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
+        with torch.no_grad():
+            cubes = stream_world(StreamEncoder(encoder.eval()), world, seconds)
+        for cut in (seconds * (i + 1) / cuts for i in range(cuts)):
+            memory = RollingMemory("eval", cfg.memory.token_budget)
+            for c in (c for c in cubes if c.end <= cut):
+                memory.add(c)
+            out.append((world, memory.entries()))
+    return out
+
+
+def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, steps: int = 3000,
+                progress: bool = True) -> dict:
+    """A fresh `EventLocator` fitted on `live_memories` of training worlds, everything else frozen; set as
+    `llm.locator`. In each memory every "When did ... last ...?" that the log answers is asked. Its probe is
+    `probe` (the checkpoint's fitted training-only one), frozen: the locator learns to read what the tokens
+    already say. Returns the mean of the last 200 steps' losses."""
     torch.manual_seed(cfg.seed)
     llm.locator = locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
     locator.probe.load_state_dict(probe.head.state_dict())
     locator.probe.requires_grad_(False)
     rows = []  # (features [N, E, F], the question's embeddings, its key, the entries a right answer may start)
-    for seed in tqdm(seeds, disable=not progress, desc="stream worlds"):
-        world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
-        with torch.no_grad():
-            cubes = stream_world(StreamEncoder(encoder.eval()), world, seconds)
-            for cut in (seconds * (i + 1) / cuts for i in range(cuts)):
-                memory = RollingMemory("eval", cfg.memory.token_budget)
-                for c in (c for c in cubes if c.end <= cut):
-                    memory.add(c)
-                entries = memory.entries()
-                now = entries[-1].end
-                starts = torch.tensor([e.start for e in entries])
-                feats = locator.features(torch.stack([e.tokens for e in entries]), now - starts)
-                for q in when_questions(world, now):
-                    right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
-                    if right:
-                        rows.append((feats, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
+    with torch.no_grad():
+        for world, entries in memories:
+            now = entries[-1].end
+            starts = torch.tensor([e.start for e in entries])
+            feats = locator.features(torch.stack([e.tokens for e in entries]), now - starts)
+            for q in when_questions(world, now):
+                right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
+                if right:
+                    rows.append((feats, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
     params = [p for p in locator.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
     rng, losses = random.Random(cfg.seed), []
@@ -538,6 +548,78 @@ def fit_locator(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, probe: CubeProb
         losses.append(loss.item())
     locator.eval()
     return {"questions": len(rows), "loss": float(np.mean(losses[-200:]))}
+
+
+def reading_of(q: Question) -> str:
+    """The `SequenceReader` reading that answers q (the reader learns to tell it from the words)."""
+    if q.kind == "present":
+        return "still_there"
+    if q.kind == "order":
+        return "first_of" if q.options else "next_after"
+    return "none"
+
+
+def pair_of(description: str) -> int:  # "red circle" -> its index in ATTRIBUTES
+    return ATTRIBUTES.index(tuple(description.split()))
+
+
+def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, questions: int = 90, steps: int = 6000,
+               progress: bool = True) -> dict:
+    """A fresh `SequenceReader` fitted on `live_memories` of training worlds, everything else frozen; set as
+    `llm.reader`. In each memory `questions` of every kind are asked (`make_questions`): those of its readings
+    teach it to answer, all of them which reading a question asks for. Each step takes one question of each
+    reading, in turn, and one for the LLM. Returns the number of questions of each reading and the mean of the
+    last 300 steps' losses."""
+    torch.manual_seed(cfg.seed)
+    llm.reader = reader = SequenceReader(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
+    reader.probe.load_state_dict(probe.head.state_dict())
+    reader.probe.requires_grad_(False)
+    rng = random.Random(cfg.seed)
+    rows: dict[str, list[dict]] = {r: [] for r in READINGS}
+    with torch.no_grad():
+        for world, entries in memories:
+            logits = reader.logits(torch.stack([e.tokens for e in entries]))
+            starts = [e.start for e in entries]
+            for q in make_questions(world, entries[-1].end, rng, n=questions):
+                row = {"text": llm.embed_words(q.text)}
+                if (reading := reading_of(q)) != "none":
+                    row |= {"logits": logits, "j": entry_at(starts, named_span(q.text)[0])}
+                if reading == "first_of":
+                    row |= {"pairs": [pair_of(o) for o in q.options], "options": [llm.embed_words(o) for o in q.options],
+                            "target": float(q.answer == q.options[0])}
+                elif reading != "none":
+                    row |= {"pair": ATTRIBUTES.index(q.event_key[1:]),
+                            "target": pair_of(q.answer) if reading == "next_after" else float(q.answer == "yes")}
+                    if row["target"] == row["pair"] and reading == "next_after":
+                        continue  # one alike entered next: the reading masks the named pair's enter, so cannot say it
+                rows[reading].append(row)
+    params = [p for p in reader.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
+    ce = lambda logits, i: F.cross_entropy(logits[None], torch.tensor([i]))  # noqa: E731
+    losses = []
+    for step in tqdm(range(steps), disable=not progress, desc="fit reader"):
+        reading = READINGS[1 + step % (len(READINGS) - 1)]
+        r = rng.choice(rows[reading])
+        if reading == "first_of":  # the true pairs read; the pair head learns them from the options' words
+            loss = F.binary_cross_entropy_with_logits(first_logit(reader.enter_chances(r["logits"], r["j"]), *r["pairs"]),
+                                                      torch.tensor(r["target"]))
+            loss = loss + sum(ce(reader.pair_logits(o), p) for o, p in zip(r["options"], r["pairs"])) / 2
+        else:
+            if reading == "next_after":
+                loss = -torch.log(reader.next_after(r["logits"], r["j"], r["pair"]).sum(0)[r["target"]] + 1e-9)
+            else:
+                seen = min(r["j"] + 1, len(r["logits"]) - 1)
+                loss = F.binary_cross_entropy_with_logits(reader.still_there(r["logits"], seen, r["pair"]),
+                                                          torch.tensor(r["target"]))
+            loss = loss + ce(reader.pair_logits(r["text"]), r["pair"])
+        loss = (loss + ce(reader.reading_logits(r["text"]), READINGS.index(reading))
+                + ce(reader.reading_logits(rng.choice(rows["none"])["text"]), 0))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    reader.eval()
+    return {"questions": {r: len(v) for r, v in rows.items()}, "loss": float(np.mean(losses[-300:]))}
 
 
 @torch.no_grad()

@@ -46,7 +46,8 @@ class Question:
     answer_time: float | None = None  # "when" questions: the exact true time
     cues: tuple[float, ...] = ()  # when each logged event the answer rests on began (none: what is in view now)
     options: tuple[str, ...] = ()  # the answers the question offers ("the A or the B?", yes or no); none: open
-    event_key: tuple = ()  # "when" questions: the `when_key` of the event asked about
+    event_key: tuple = ()  # the `when_key` of the event asked about ("when"), or of the enter named ("is the .. that
+    #   entered at t=..s still there?", "what entered next after the .. that entered at t=..s?")
 
 
 def age_slice(age: float) -> str:
@@ -294,7 +295,7 @@ def _ask_order(log: _Log, target: str, rng: random.Random) -> Question | None:
         if nxt is None or not log.done(nxt) or not log.lone(e):
             return None
         return log.question(f"What entered next after the {_desc(e)} that entered at {format_time(e.t)}?",
-                            _desc(nxt), "order", e.t, nxt.t + nxt.duration, [e.t, nxt.t])
+                            _desc(nxt), "order", e.t, nxt.t + nxt.duration, [e.t, nxt.t], event_key=when_key(e))
     # Which of two descriptions first entered after a time: "the red circle" is the first one after it. Seeing
     # from `a` to the earlier entry settles it (the other had not entered by then): its evidence ends there.
     a = round(e.t - rng.uniform(CLEAR_S, 20))
@@ -330,7 +331,7 @@ def _ask_present(log: _Log, target: str, rng: random.Random) -> Question | None:
     gone = log.leave_of.get(e.obj)
     return log.question(f"Is the {_desc(e)} that entered at {format_time(e.t)} still there?",
                         "no" if gone else "yes", "present", e.t, gone.t + gone.duration if gone else log.now,
-                        [e.t, gone.t] if gone else [e.t], options=("yes", "no"))
+                        [e.t, gone.t] if gone else [e.t], options=("yes", "no"), event_key=when_key(e))
 
 
 def _ask_when(log: _Log, target: str, rng: random.Random) -> Question | None:

@@ -62,3 +62,25 @@ def test_shipped_locator_finds_when_the_named_object_last_entered_or_left(shippe
         answerer = Answerer(llm, replace(cfg.answer, locator=use))
         right[use] = sum(is_correct(q, answerer.answer(entries, q.text).text) for q in questions)
     assert right[True] > len(questions) / 2 and right[True] > right[False], (right, len(questions))
+
+
+def test_shipped_reader_answers_next_first_and_still_there_better_than_the_llm(shipped):
+    """"What entered next after ..", "which entered first after ..", "is the .. still there?" asked of a
+    held-out 900-s stream's memory: the shipped SequenceReader must be right for most, and for more than the
+    LLM alone (`answer.reader` off)."""
+    cfg, encoder, llm = shipped
+    assert llm.reader is not None, "the shipped checkpoint has no fitted SequenceReader"
+    right, total = {True: 0, False: 0}, 0
+    for seed in SEEDS[:2]:
+        world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
+        memory = RollingMemory("eval", cfg.memory.token_budget)
+        for c in stream_world(StreamEncoder(encoder), world, 900.0):
+            memory.add(c)
+        entries = memory.entries()
+        questions = make_questions(world, entries[-1].end, random.Random(seed), n=40, kinds=("order", "present"))
+        total += len(questions)
+        for use in (True, False):
+            answerer = Answerer(llm, replace(cfg.answer, reader=use))
+            right[use] += sum(is_correct(q, answerer.answer(entries, q.text, q.options or None).text) for q in questions)
+    assert total >= 30
+    assert right[True] > 0.7 * total and right[True] > right[False] + 0.1 * total, (right, total)
