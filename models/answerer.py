@@ -179,7 +179,7 @@ class Answerer:
         """Answer `question` from `cubes` (a stream's memory, in time order): written freely, or the most
         likely of `options` where given."""
         started = time.perf_counter()
-        self.question_ids(question)  # refuses an empty or too long question, or bad options, before any work
+        q_ids = self.question_ids(question)  # refuses an empty or too long question, or bad options, before any work
         options = self.check_options(options) if options is not None else None
         cubes = list(cubes)
         if not cubes:
@@ -188,7 +188,7 @@ class Answerer:
         if (read := self.read(cubes, question.strip(), options)) is not None:
             text, rests_on = read
             return Answer(text=text, citations=[Citation(cubes[i].start, cubes[i].end, 1.0) for i in dict.fromkeys(rests_on)],
-                          tokens_used=len(self.question_ids(question)), latency_s=time.perf_counter() - started,
+                          tokens_used=len(q_ids), latency_s=time.perf_counter() - started,
                           cubes_considered=len(cubes), cubes_used=len(cubes))
         chosen, order, scores = self.select(cubes, question)
         prompt = self.llm.prompt([(cubes[i].start, cubes[i].end, cubes[i].tokens) for i in chosen], question.strip(),
