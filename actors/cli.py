@@ -278,14 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. train.lr=5e-4")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("fit-readers", help="after train: fit the readers of whole memories ('when', 'what entered "
-                       "next / first', 'is it still there?') on training worlds' memories")
+                       "next / first', 'is it still there?', shape, colour and counts at named times) on training "
+                       "worlds' memories")
     p.add_argument("--config", default="default")
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint folder (with its probes); rewritten")
     p.add_argument("--first-world", type=int, default=0)
     p.add_argument("--worlds", type=int, default=20)
     p.add_argument("--seconds", type=float, default=1200.0)
     p.add_argument("--locator-steps", type=int, default=3000)
-    p.add_argument("--reader-steps", type=int, default=6000)
+    p.add_argument("--reader-steps", type=int, default=15000)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
     p.set_defaults(func=cmd_fit_readers)
     p = sub.add_parser("eval", help="QA accuracy, boundary F1 and compression on held-out synthetic worlds")

@@ -8,10 +8,11 @@ the question), keep the best that fit the LLM's token budget plus always the new
 and answer from them, citing the time spans used. A question may come with the options it allows
 ("the red circle or the blue bar?"): the answer is then the option the LLM finds most likely.
 
-"What entered next after the .. that entered at t=..s?", "which entered first after t=..s: the A or the B?"
-and "is the .. that entered at t=..s still there?" rest on the order of entries across the whole memory,
-which no prompt of a few cubes shows: where fitted, the `SequenceReader` answers them from every entry
-(and the `EventLocator` writes the time of a "when" answer); the LLM answers the rest.
+Questions that name a time ("what entered next after the .. that entered at t=..s?", "which entered first
+after t=..s: the A or the B?", "is the .. that entered at t=..s still there?", "what shape / colour .. at
+t=..s?", "how many .. entered between t=..s and t=..s?") rest on entries across the whole memory, which no
+prompt of a few cubes shows in full: where fitted, the `SequenceReader` answers them from every entry (and
+the `EventLocator` writes the time of a "when" answer); the LLM answers the rest.
 
 A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
 evidence lies better than any score: the cubes within seconds of the named span come first, and
@@ -159,7 +160,7 @@ class Answerer:
         named = named_span(question)
         if not self.cfg.reader or self.llm.reader is None or named is None:
             return None
-        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [c.start for c in cubes], named[0],
+        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [(c.start, c.end) for c in cubes], named,
                                     self.llm.embed_words(question),
                                     [(o, self.llm.embed_words(o)) for o in options] if options else None)
 

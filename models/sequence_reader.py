@@ -1,18 +1,24 @@
-"""Answering "what entered next", "which entered first" and "is it still there?" from the memory's sequence.
+"""Answering questions that name a time from the memory's sequence of entries.
 
-These questions rest on the order of entries across a memory of minutes: the next object to enter after a
-named one may come three quiet minutes later, and whether an object is still there is its absence from
-every entry since it was seen. The LLM reads a prompt of a few cubes and got them right 3 of 19, 18 of 28
-and 35 of 46 times on test worlds 11000-11011 (session 19). Like the `EventLocator`, this reads every
-entry through the kept linear probe (`CubeProbe.head`: each (colour, shape) pair in view at an entry's end,
-and which events begin in it), as features an entry beside its neighbours, scored by small MLPs:
+These questions rest on entries across a memory of minutes: the next object to enter after a named one may
+come three quiet minutes later, whether an object is still there is its absence from every entry since it
+was seen, and a count over five minutes spans dozens of entries, more than a prompt holds. The LLM reads a
+prompt of a few cubes and got "next" 3 of 19, "first" 18 of 28 and "still there" 35 of 46 right on test
+worlds 11000-11011 (session 19). Like the `EventLocator`, this reads every entry through the kept linear
+probe (`CubeProbe.head`: each (colour, shape) pair in view at an entry's end, and which events begin in it),
+as features of an entry beside its neighbours, scored by small MLPs:
 
 - "which entered first after t: the a or the b?": the chance that each pair enters at each entry after t
   (`enter_chances`), P(a's first enter comes before b's) from the two first-enter distributions (ties half);
 - "what entered next after the a that entered at t?" (`next_after`): the chance that anything enters at
   each entry after t and which pair it is (a's own enter masked), the first such entry's pair;
-- "is the a that entered at t still there?" (`still_there`): whether the pair seen entering at t is in view at the end, has dropped out since,
-  or another colour of its shape has come in (a colour change).
+- "is the a that entered at t still there?" (`still_there`): whether the pair seen entering at t is in view
+  at the end, has dropped out since, or another colour of its shape has come in (a colour change);
+- "what shape / colour entered (changed colour) at t?", "what colour did the bar turn at t?" (`event_at`):
+  which pair the event brought into view, from the entries around t;
+- "how many [red] objects / bars entered between t=a and t=b (since t=a)?" (`count_chances`): the chance
+  that each pair enters in [a, b] at each entry near it, the count the most likely number of them to come
+  true (`count_distribution`) among the pairs of the colour or shape named.
 
 An object shows in the entry that starts just after its enter begins (the boundary head closes a cube at
 the enter), so the entry holding a named time t is the one before the object is seen. Which reading a
@@ -20,7 +26,8 @@ question asks for comes from a linear map of its words' mean input embedding (as
 pair it names from a colour score plus a shape score, each a soft maximum over its words (on the names in
 "next after" / "still there" questions and "first" options of test worlds 11000-11023: 234 of 234 right;
 a 30-way map of the mean word 62%, a hard maximum 70%; the mean with the time embedding of "t=...s" added
-named 5 of 47 "next after" pairs); the named time from its "t=...s". Fitted on live memories of training worlds
+named 5 of 47 "next after" pairs), a count's or a "turn"'s noun from one of the two scores; the named time
+or span from its "t=...s". Fitted on live memories of training worlds
 with every other weight frozen (`fit_reader`).
 """
 from __future__ import annotations
@@ -32,18 +39,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE
-from stream.synth import COLOURS, SHAPES
+from stream.synth import COLOURS as _COLOURS, SHAPES
 
-READINGS = ("none", "first_of", "next_after", "still_there")  # "none": a question for the LLM
+COLOURS = tuple(_COLOURS)
+READINGS = ("none", "first_of", "next_after", "still_there", "shape_at", "colour_at", "colour_turned",
+            "count_all", "count_colour", "count_shape")  # "none": a question for the LLM
 PRESENT_FEATURES = 9
 ENTER_FEATURES = 5
+EVENT_OFFSETS = (-1, 0, 1, 2)  # the entries "what entered at t" reads, from the one holding t
+COUNT_FEATURES = ENTER_FEATURES + 5
+COUNT_SQUASH_S = 3.0  # an entry's start and end against the span's ends, in seconds, through tanh(x / this)
+MAX_COUNT = 9  # as `make_questions` asks
 _LEAVES = [EVENT_KEYS.index(("leave", c, s)) for c, s in ATTRIBUTES]
 _ENTERS = [EVENT_KEYS.index(("enter", c, s)) for c, s in ATTRIBUTES]
 _CHANGES = [EVENT_KEYS.index(("change", c)) for c in COLOURS]
+_CHANGE_OF_PAIR = [EVENT_KEYS.index(("change", c)) for c, _ in ATTRIBUTES]
 
 
-def _mlp(n_in: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
+def _mlp(n_in: int, hidden: int, depth: int = 1) -> nn.Sequential:
+    layers = [nn.Linear(n_in, hidden), nn.GELU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(hidden, hidden), nn.GELU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, 1))
 
 
 def survival(p: torch.Tensor) -> torch.Tensor:
@@ -56,6 +73,19 @@ def first_logit(p: torch.Tensor, a: int, b: int) -> torch.Tensor:
     sa, sb = survival(p[:, a]), survival(p[:, b])
     fa, fb = p[:, a] * sa, p[:, b] * sb
     return torch.log((fa * (sb - 0.5 * fb)).sum() + 1e-6) - torch.log((fb * (sa - 0.5 * fa)).sum() + 1e-6)
+
+
+def count_distribution(p: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """[n] independent chances -> [size] the distribution of how many come true (exact while n < size; the
+    generating function's product, evaluated at the size-th roots of unity and transformed back)."""
+    z = torch.exp(2j * torch.pi * torch.arange(size, dtype=p.dtype) / size)
+    product = torch.exp(torch.log((1 - p)[:, None] + p[:, None] * z).sum(0))
+    return (torch.fft.fft(product).real / size).clamp(min=0)
+
+
+def count_span(named: tuple[float, float], spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """The span a count asks about: "between t=a and t=b", or "since t=a" (until the newest entry's end)."""
+    return named if named[1] > named[0] else (named[0], spans[-1][1])
 
 
 def entry_at(starts: list[float], t: float) -> int:
@@ -74,10 +104,12 @@ class SequenceReader(nn.Module):
         self.next_which = _mlp(ENTER_FEATURES, hidden)
         self.next_any = _mlp(2 * ENTER_FEATURES + 1, hidden)
         self.present = _mlp(PRESENT_FEATURES, hidden)
+        self.event = _mlp(4 * len(EVENT_OFFSETS), 2 * hidden)
+        self.count = _mlp(COUNT_FEATURES, 2 * hidden, depth=2)
         same_shape = torch.tensor([[s == s2 for _, s2 in ATTRIBUTES] for _, s in ATTRIBUTES])
         self.register_buffer("same_shape", same_shape, persistent=False)
         with torch.no_grad():  # most entries start no enter: begin there, not at even odds
-            self.first[-1].bias.fill_(-4.0), self.next_any[-1].bias.fill_(-2.0)
+            self.first[-1].bias.fill_(-4.0), self.next_any[-1].bias.fill_(-2.0), self.count[-1].bias.fill_(-4.0)
 
     # ---- what the entries show ----
 
@@ -102,9 +134,29 @@ class SequenceReader(nn.Module):
     def reading_logits(self, question: torch.Tensor) -> torch.Tensor:  # words' embeddings [L, H] -> [len(READINGS)]
         return self.reading(self._unit(question.mean(0)))
 
+    def colour_logits(self, text: torch.Tensor) -> torch.Tensor:  # words' embeddings [L, H] -> [len(COLOURS)]
+        return self.colour(self._unit(text)).logsumexp(0)
+
+    def shape_logits(self, text: torch.Tensor) -> torch.Tensor:  # words' embeddings [L, H] -> [len(SHAPES)]
+        return self.shape(self._unit(text)).logsumexp(0)
+
     def pair_logits(self, text: torch.Tensor) -> torch.Tensor:  # words' embeddings [L, H] -> [A]
-        words = self._unit(text)
-        return (self.colour(words).logsumexp(0)[:, None] + self.shape(words).logsumexp(0)[None, :]).flatten()
+        return (self.colour_logits(text)[:, None] + self.shape_logits(text)[None, :]).flatten()
+
+    def named_noun(self, reading: str, question: torch.Tensor) -> int | None:
+        """The colour (count_colour) or shape (count_shape, colour_turned) the question names, as an index."""
+        if reading == "count_colour":
+            return int(self.colour_logits(question).argmax())
+        return int(self.shape_logits(question).argmax()) if reading in ("count_shape", "colour_turned") else None
+
+    @staticmethod
+    def counted_pairs(reading: str, noun: int | None) -> torch.Tensor:
+        """[A] bool: the pairs a count reading counts: all objects, or those of the colour or shape named."""
+        if reading == "count_all":
+            return torch.ones(len(ATTRIBUTES), dtype=torch.bool)
+        if reading == "count_colour":
+            return torch.tensor([c == COLOURS[noun] for c, _ in ATTRIBUTES])
+        return torch.tensor([s == SHAPES[noun] for _, s in ATTRIBUTES])
 
     # ---- the readings: from the entry holding the named time on ----
 
@@ -135,19 +187,64 @@ class SequenceReader(nn.Module):
                          torch.tensor(len(xa) - j, dtype=x.dtype).log1p() / LOGIT_SCALE])
         return self.present(f).squeeze(-1)
 
+    def event_at(self, logits: torch.Tensor, j: int) -> torch.Tensor:
+        """[A] logits: which pair the enter or colour change at the named time brought into view, from each pair
+        in view, its enter logit, its colour's change logit, and its shape in another colour, at the entries
+        around j (the one holding the time; the object shows from the next)."""
+        x, events = logits[:, :len(ATTRIBUTES)], logits[:, len(ATTRIBUTES):]
+        other = self.same_shape & ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)  # its shape, another colour
+        per_entry = torch.stack([x, events[:, _ENTERS], events[:, _CHANGE_OF_PAIR],
+                                 x[:, None, :].masked_fill(~other, -torch.inf).amax(-1)], -1)  # [N, A, 4]
+        pad = torch.full_like(per_entry[0], NOT_THERE)
+        f = torch.cat([per_entry[j + o] if 0 <= j + o < len(x) else pad for o in EVENT_OFFSETS], -1)
+        return self.event(f).squeeze(-1)
+
+    def count_chances(self, logits: torch.Tensor, spans: list[tuple[float, float]], a: float, b: float
+                      ) -> tuple[int, torch.Tensor]:
+        """The first entry near [a, b] and [M, A]: the chance that each pair enters in [a, b] at each entry from
+        it, from its enter features and where the entry lies against a and b. Merged old entries hide a
+        second enter of one pair: the chances are one per (entry, pair)."""
+        starts, ends = torch.tensor(spans, dtype=logits.dtype).T
+        near = ((ends > a - 10) & (starts < b + 10)).nonzero().flatten()  # an enter shows at most an entry late
+        if not len(near):
+            return 0, logits.new_zeros(0, len(ATTRIBUTES))
+        i0, i1 = int(near[0]), int(near[-1]) + 1
+        where = torch.stack([(starts - a) / COUNT_SQUASH_S, (b - starts) / COUNT_SQUASH_S, (ends - a) / COUNT_SQUASH_S,
+                             (b - ends) / COUNT_SQUASH_S], -1).tanh()
+        where = torch.cat([where, torch.log1p(ends - starts)[:, None] / LOGIT_SCALE], -1)[i0:i1]
+        f = torch.cat([self.enter_features(logits)[i0:i1], where[:, None].expand(-1, len(ATTRIBUTES), -1)], -1)
+        return i0, torch.sigmoid(self.count(f).squeeze(-1))
+
     # ---- a question's answer ----
 
     @torch.no_grad()
-    def read(self, tokens: torch.Tensor, starts: list[float], t: float, question: torch.Tensor,
-             options: list[tuple[str, torch.Tensor]] | None = None) -> tuple[str, list[int]] | None:
-        """The answer to a question naming time t (its input embeddings `question`) over a memory's entries
-        (tokens [N, K, D], their start times), as the LLM would write it or one of `options` (each its text and
-        embeddings), and the entries it rests on; None where the question asks for none of these readings, or
-        its options do not fit one."""
+    def read(self, tokens: torch.Tensor, spans: list[tuple[float, float]], named: tuple[float, float],
+             question: torch.Tensor, options: list[tuple[str, torch.Tensor]] | None = None
+             ) -> tuple[str, list[int]] | None:
+        """The answer to a question naming the span `named` (one time: (t, t); its input embeddings `question`)
+        over a memory's entries (tokens [N, K, D], their (start, end) times), as the LLM would write it or one of
+        `options` (each its text and embeddings), and the entries it rests on; None where the question asks for
+        none of these readings, or its options do not fit one."""
         reading = READINGS[int(self.reading_logits(question).argmax())]
         if reading == "none":
             return None
-        logits, j = self.logits(tokens), entry_at(starts, t)
+        starts = [a for a, _ in spans]
+        logits, j = self.logits(tokens), entry_at(starts, named[0])
+        seen = min(j + 1, len(starts) - 1)
+        if reading.startswith("count"):
+            i0, p = self.count_chances(logits, spans, *count_span(named, spans))
+            p = p[:, self.counted_pairs(reading, self.named_noun(reading, question))]
+            n = int(count_distribution(p.flatten())[:MAX_COUNT + 1].argmax())
+            rests_on = [i0 + i for i in (p.amax(1) > 0.5).nonzero().flatten().tolist()] or [j]
+            return self._fit(str(n), rests_on, options)
+        if reading in ("shape_at", "colour_at", "colour_turned"):
+            event = self.event_at(logits, j).view(len(COLOURS), len(SHAPES))
+            if reading == "shape_at":
+                text = SHAPES[int(event.logsumexp(0).argmax())]
+            else:  # "what colour turned the bar": the bar's colours only
+                shape = self.named_noun(reading, question)
+                text = COLOURS[int((event[:, shape] if shape is not None else event.logsumexp(1)).argmax())]
+            return self._fit(text, [j, seen], options)
         pairs = [int(self.pair_logits(e).argmax()) for _, e in options or []]
         if reading == "first_of":
             if len(pairs) != 2 or pairs[0] == pairs[1]:
@@ -155,15 +252,19 @@ class SequenceReader(nn.Module):
             p = self.enter_chances(logits, j)
             won = 0 if first_logit(p, *pairs) > 0 else 1
             return options[won][0], [j + int((p[:, pairs[won]] * survival(p[:, pairs[won]])).argmax())]
-        named = int(self.pair_logits(question).argmax())
-        seen = min(j + 1, len(starts) - 1)
+        named_pair = int(self.pair_logits(question).argmax())
         if reading == "next_after":
-            joint = self.next_after(logits, j, named)
+            joint = self.next_after(logits, j, named_pair)
             chances = joint.sum(0)
             pick = int(chances.argmax()) if not options else pairs[max(range(len(pairs)), key=lambda i: float(chances[pairs[i]]))]
             text = " ".join(ATTRIBUTES[pick]) if not options else options[pairs.index(pick)][0]
             return text, [seen, j + int(joint[:, pick].argmax())]
-        answer = "yes" if self.still_there(logits, seen, named) > 0 else "no"
+        return self._fit("yes" if self.still_there(logits, seen, named_pair) > 0 else "no", [seen, len(starts) - 1],
+                         options)
+
+    @staticmethod
+    def _fit(text: str, rests_on: list[int], options: list[tuple[str, torch.Tensor]] | None) -> tuple[str, list[int]] | None:
+        """The answer as one of `options`, where given; None where none of them is it."""
         if options is not None:
-            answer = next((o for o, _ in options if o.lower() == answer), None)
-        return (answer, [seen, len(starts) - 1]) if answer is not None else None
+            text = next((o for o, _ in options if o.lower() == text), None)
+        return (text, rests_on) if text is not None else None

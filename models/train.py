@@ -38,12 +38,13 @@ from models.evaluate import stream_world
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
-from models.sequence_reader import READINGS, SequenceReader, entry_at, first_logit
+from models.sequence_reader import (COLOURS, READINGS, SequenceReader, count_distribution, count_span, entry_at,
+                                    first_logit)
 from models.stream_encoder import StreamEncoder
 from stream.memory import RollingMemory
 from stream.questions import (CLEAR_S, COUNT_SPANS, WHEN_KINDS, WHEN_TOLERANCE_S, Question, count_question, is_correct,
                               make_questions, when_key, when_questions)
-from stream.synth import Event, SynthWorld
+from stream.synth import SHAPES, Event, SynthWorld
 
 FPS = 2.0  # the sampler's default rate: what the model sees live
 MIN_SHOWN = 4  # the fewest cubes a training prompt shows
@@ -556,20 +557,42 @@ def reading_of(q: Question) -> str:
         return "still_there"
     if q.kind == "order":
         return "first_of" if q.options else "next_after"
+    if named_span(q.text) is None:  # about what is in view now: the LLM's
+        return "none"
+    if q.kind == "count":
+        noun = q.text.split()[2]  # "How many <objects | red objects | circles> entered ..."
+        return "count_all" if noun == "objects" else "count_colour" if noun in COLOURS else "count_shape"
+    if q.kind == "shape":
+        return "shape_at"
+    if q.kind == "colour":
+        return "colour_turned" if " turn " in q.text else "colour_at"
     return "none"
+
+
+def named_noun(q: Question) -> int:
+    """The colour (count_colour) or shape (count_shape, colour_turned) a question names, as an index."""
+    word = q.text.split()[2] if q.kind == "count" else q.text.split()[4]  # "What colour did the <shape> turn ..."
+    return COLOURS.index(word) if word in COLOURS else next(i for i, s in enumerate(SHAPES) if word.startswith(s))
+
+
+def event_pair(world: SynthWorld, q: Question) -> int:
+    """The pair (its index in ATTRIBUTES) that the enter or colour change a "what shape / colour ... at t" question
+    asks about brought into view."""
+    e = next(e for e in world.events_until(q.asked_at) if e.t == q.cues[0] and e.kind in ("enter", "change"))
+    return ATTRIBUTES.index((e.colour, e.shape))
 
 
 def pair_of(description: str) -> int:  # "red circle" -> its index in ATTRIBUTES
     return ATTRIBUTES.index(tuple(description.split()))
 
 
-def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, questions: int = 90, steps: int = 6000,
+def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, questions: int = 90, steps: int = 15000,
                progress: bool = True) -> dict:
     """A fresh `SequenceReader` fitted on `live_memories` of training worlds, everything else frozen; set as
     `llm.reader`. In each memory `questions` of every kind are asked (`make_questions`): those of its readings
-    teach it to answer, all of them which reading a question asks for. Each step takes one question of each
-    reading, in turn, and one for the LLM. Returns the number of questions of each reading and the mean of the
-    last 300 steps' losses."""
+    teach it to answer, all of them which reading a question asks for. Each step takes one question of a
+    reading, the readings in turn, and one for the LLM. Returns the number of questions of each reading and the
+    mean of the last 300 steps' losses."""
     torch.manual_seed(cfg.seed)
     llm.reader = reader = SequenceReader(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
     reader.probe.load_state_dict(probe.head.state_dict())
@@ -579,19 +602,28 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
     with torch.no_grad():
         for world, entries in memories:
             logits = reader.logits(torch.stack([e.tokens for e in entries]))
-            starts = [e.start for e in entries]
+            spans = [(e.start, e.end) for e in entries]
             for q in make_questions(world, entries[-1].end, rng, n=questions):
                 row = {"text": llm.embed_words(q.text)}
                 if (reading := reading_of(q)) != "none":
-                    row |= {"logits": logits, "j": entry_at(starts, named_span(q.text)[0])}
+                    named = named_span(q.text)
+                    row |= {"logits": logits, "j": entry_at([a for a, _ in spans], named[0])}
                 if reading == "first_of":
                     row |= {"pairs": [pair_of(o) for o in q.options], "options": [llm.embed_words(o) for o in q.options],
                             "target": float(q.answer == q.options[0])}
-                elif reading != "none":
+                elif reading in ("next_after", "still_there"):
                     row |= {"pair": ATTRIBUTES.index(q.event_key[1:]),
                             "target": pair_of(q.answer) if reading == "next_after" else float(q.answer == "yes")}
                     if row["target"] == row["pair"] and reading == "next_after":
                         continue  # one alike entered next: the reading masks the named pair's enter, so cannot say it
+                elif reading in ("shape_at", "colour_at", "colour_turned"):
+                    row |= {"target": event_pair(world, q)}
+                elif reading != "none":  # the counts: which pairs count is taught on the true ones
+                    row |= {"spans": spans, "span": count_span(named, spans), "target": int(q.answer)}
+                if reading in ("count_colour", "count_shape", "colour_turned"):
+                    row["noun"] = named_noun(q)
+                if reading.startswith("count"):
+                    row["pairs"] = SequenceReader.counted_pairs(reading, row.get("noun"))
                 rows[reading].append(row)
     params = [p for p in reader.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
@@ -599,12 +631,14 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
     losses = []
     for step in tqdm(range(steps), disable=not progress, desc="fit reader"):
         reading = READINGS[1 + step % (len(READINGS) - 1)]
+        if not rows[reading]:
+            continue
         r = rng.choice(rows[reading])
         if reading == "first_of":  # the true pairs read; the pair head learns them from the options' words
             loss = F.binary_cross_entropy_with_logits(first_logit(reader.enter_chances(r["logits"], r["j"]), *r["pairs"]),
                                                       torch.tensor(r["target"]))
             loss = loss + sum(ce(reader.pair_logits(o), p) for o, p in zip(r["options"], r["pairs"])) / 2
-        else:
+        elif reading in ("next_after", "still_there"):
             if reading == "next_after":
                 loss = -torch.log(reader.next_after(r["logits"], r["j"], r["pair"]).sum(0)[r["target"]] + 1e-9)
             else:
@@ -612,6 +646,15 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
                 loss = F.binary_cross_entropy_with_logits(reader.still_there(r["logits"], seen, r["pair"]),
                                                           torch.tensor(r["target"]))
             loss = loss + ce(reader.pair_logits(r["text"]), r["pair"])
+        elif reading in ("shape_at", "colour_at", "colour_turned"):
+            loss = ce(reader.event_at(r["logits"], r["j"]), r["target"])
+        else:
+            _, p = reader.count_chances(r["logits"], r["spans"], *r["span"])
+            loss = -torch.log(count_distribution(p[:, r["pairs"]].flatten())[r["target"]] + 1e-6)
+        if reading == "count_colour":
+            loss = loss + ce(reader.colour_logits(r["text"]), r["noun"])
+        elif reading in ("count_shape", "colour_turned"):
+            loss = loss + ce(reader.shape_logits(r["text"]), r["noun"])
         loss = (loss + ce(reader.reading_logits(r["text"]), READINGS.index(reading))
                 + ce(reader.reading_logits(rng.choice(rows["none"])["text"]), 0))
         opt.zero_grad(set_to_none=True)

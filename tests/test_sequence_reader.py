@@ -4,13 +4,16 @@ import pytest
 import torch
 
 from configs import load_config
-from models.answerer import Answerer
+from models.answerer import Answerer, named_span
 from models.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE
-from models.sequence_reader import READINGS, SequenceReader, entry_at, first_logit, survival
+from models.sequence_reader import (COLOURS, EVENT_OFFSETS, READINGS, SequenceReader, count_distribution, count_span,
+                                    entry_at, first_logit, survival)
 from models.train import CubeProbe, fit_reader, live_memories, load_probes, pair_of, reading_of
 from stream.questions import make_questions
-from stream.synth import SynthWorld
+import itertools
+
+from stream.synth import SHAPES, SynthWorld
 
 IN, OUT = 10.0, -10.0  # probe logits: in view, out of view
 RED_BAR, BLUE_CIRCLE = ATTRIBUTES.index(("red", "bar")), ATTRIBUTES.index(("blue", "circle"))
@@ -66,6 +69,45 @@ def test_next_after_ignores_the_named_enter_and_is_a_distribution():
     assert not torch.equal(reader.next_after(reader.logits(blue), 0, RED_BAR), joint)
 
 
+def test_count_distribution_is_the_exact_distribution_of_how_many_independent_chances_come_true():
+    p = torch.tensor([0.9, 0.2, 0.5, 0.7, 0.05], dtype=torch.float64)
+    brute = torch.zeros(len(p) + 1, dtype=torch.float64)
+    for outcome in itertools.product((0, 1), repeat=len(p)):
+        brute[sum(outcome)] += torch.prod(torch.where(torch.tensor(outcome, dtype=torch.bool), p, 1 - p))
+    d = count_distribution(p, size=16)
+    assert torch.allclose(d[:len(p) + 1], brute, atol=1e-9) and d[len(p) + 1:].abs().max() < 1e-9
+    assert count_distribution(torch.zeros(0), size=8)[0] == 1.0  # nothing to count: 0 for sure
+
+
+def test_count_span_and_counted_pairs():
+    spans = [(0.0, 5.0), (5.0, 9.0), (9.0, 30.5)]
+    assert count_span((10.0, 20.0), spans) == (10.0, 20.0)  # "between t=10s and t=20s"
+    assert count_span((10.0, 10.0), spans) == (10.0, 30.5)  # "since t=10s": until the newest entry's end
+    assert SequenceReader.counted_pairs("count_all", None).all()
+    reds = SequenceReader.counted_pairs("count_colour", COLOURS.index("red"))
+    bars = SequenceReader.counted_pairs("count_shape", SHAPES.index("bar"))
+    assert reds.sum() == len(SHAPES) and reds[RED_BAR] and not reds[BLUE_CIRCLE]
+    assert bars.sum() == len(COLOURS) and bars[RED_BAR] and not bars[BLUE_CIRCLE]
+
+
+def test_count_chances_reads_only_entries_near_the_span_and_event_at_pads_the_memory_ends():
+    torch.manual_seed(0)
+    reader = reader_reading_logits_directly()
+    tokens = torch.full((8, 1, len(ATTRIBUTES) + len(EVENT_KEYS)), OUT)
+    spans = [(10.0 * i, 10.0 * (i + 1)) for i in range(8)]
+    i0, p = reader.count_chances(reader.logits(tokens), spans, 40.0, 45.0)
+    assert i0 == 3 and p.shape == (3, len(ATTRIBUTES)) and ((p > 0) & (p < 1)).all()  # entries 3-5 touch [30, 55]
+    assert reader.count_chances(reader.logits(tokens), spans, 500.0, 600.0)[1].shape == (0, len(ATTRIBUTES))
+    tokens[5:, 0, RED_BAR] = IN  # the red bar shows from entry 5
+    logits = reader.logits(tokens)
+    for j in (0, 4, 7):  # offsets past either end read as nothing there
+        assert reader.event_at(logits, j).shape == (len(ATTRIBUTES),)
+    moved = tokens.clone()
+    moved[5 + max(EVENT_OFFSETS) + 1:, 0, BLUE_CIRCLE] = IN  # beyond the entries event_at reads around j = 4
+    assert torch.equal(reader.event_at(reader.logits(moved), 4), reader.event_at(logits, 4))
+    assert not torch.equal(reader.event_at(logits, 4), reader.event_at(reader.logits(torch.full_like(tokens, OUT)), 4))
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """The shipped encoder and probe, a reader fitted on 4 short live memories of training worlds."""
@@ -102,11 +144,11 @@ def test_checkpoint_round_trip_and_the_answerer_reads_with_it(fitted, tmp_path):
     assert reloaded.reader is not None
     world, entries = memories[-1]
     q = next(q for q in make_questions(world, entries[-1].end, 1, n=40) if reading_of(q) == "still_there")
-    tokens, starts = torch.stack([e.tokens for e in entries]), [e.start for e in entries]
-    t = float(q.text.split("t=")[1].split("s")[0])
+    tokens, spans = torch.stack([e.tokens for e in entries]), [(e.start, e.end) for e in entries]
     with torch.no_grad():
-        for text in (q.text, "What entered next after the red bar that entered at t=30s?"):
-            args = (tokens, starts, t, llm.embed_words(text))
+        for text in (q.text, "What entered next after the red bar that entered at t=30s?", "What shape entered at t=30s?",
+                     "How many red objects entered between t=20s and t=80s?"):
+            args = (tokens, spans, named_span(text), llm.embed_words(text))
             assert llm.reader.read(*args) == reloaded.reader.read(*args)
     # the answerer: the reader answers (the LLM does not run: no option scores), or where turned off, the LLM
     read = Answerer(reloaded, cfg.answer).answer(entries, q.text, q.options)
