@@ -47,7 +47,7 @@ READINGS = ("none", "first_of", "next_after", "still_there", "shape_at", "colour
 PRESENT_FEATURES = 9
 ENTER_FEATURES = 5
 EVENT_OFFSETS = (-1, 0, 1, 2)  # the entries "what entered at t" reads, from the one holding t
-COUNT_FEATURES = ENTER_FEATURES + 5
+COUNT_FEATURES = ENTER_FEATURES + 2 + 5  # its enter features, a colour change's two, where it lies
 COUNT_SQUASH_S = 3.0  # an entry's start and end against the span's ends, in seconds, through tanh(x / this)
 MAX_COUNT = 9  # as `make_questions` asks
 _LEAVES = [EVENT_KEYS.index(("leave", c, s)) for c, s in ATTRIBUTES]
@@ -202,7 +202,8 @@ class SequenceReader(nn.Module):
     def count_chances(self, logits: torch.Tensor, spans: list[tuple[float, float]], a: float, b: float
                       ) -> tuple[int, torch.Tensor]:
         """The first entry near [a, b] and [M, A]: the chance that each pair enters in [a, b] at each entry from
-        it, from its enter features and where the entry lies against a and b. Merged old entries hide a
+        it, from its enter features, its colour's change logit and the drop of its shape in other colours (a
+        colour change brings a pair into view too, and is no enter), and where the entry lies against a and b. Merged old entries hide a
         second enter of one pair: the chances are one per (entry, pair)."""
         starts, ends = torch.tensor(spans, dtype=logits.dtype).T
         near = ((ends > a - 10) & (starts < b + 10)).nonzero().flatten()  # an enter shows at most an entry late
@@ -212,7 +213,12 @@ class SequenceReader(nn.Module):
         where = torch.stack([(starts - a) / COUNT_SQUASH_S, (b - starts) / COUNT_SQUASH_S, (ends - a) / COUNT_SQUASH_S,
                              (b - ends) / COUNT_SQUASH_S], -1).tanh()
         where = torch.cat([where, torch.log1p(ends - starts)[:, None] / LOGIT_SCALE], -1)[i0:i1]
-        f = torch.cat([self.enter_features(logits)[i0:i1], where[:, None].expand(-1, len(ATTRIBUTES), -1)], -1)
+        x, events = logits[:, :len(ATTRIBUTES)], logits[:, len(ATTRIBUTES):]
+        before = torch.cat([torch.full_like(x[:1], NOT_THERE), x[:-1]])
+        other = self.same_shape & ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)
+        drop = (before - x)[:, None, :].masked_fill(~other, -torch.inf).amax(-1)  # its shape, another colour, gone
+        f = torch.cat([self.enter_features(logits), events[:, _CHANGE_OF_PAIR, None], drop[..., None]], -1)[i0:i1]
+        f = torch.cat([f, where[:, None].expand(-1, len(ATTRIBUTES), -1)], -1)
         return i0, torch.sigmoid(self.count(f).squeeze(-1))
 
     # ---- a question's answer ----
