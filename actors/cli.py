@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="default")
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint folder (with its probes); rewritten")
     p.add_argument("--first-world", type=int, default=0)
-    p.add_argument("--worlds", type=int, default=20)
+    p.add_argument("--worlds", type=int, default=40)
     p.add_argument("--seconds", type=float, default=1200.0)
     p.add_argument("--locator-steps", type=int, default=3000)
     p.add_argument("--reader-steps", type=int, default=15000)

@@ -4,9 +4,10 @@ These questions rest on entries across a memory of minutes: the next object to e
 come three quiet minutes later, whether an object is still there is its absence from every entry since it
 was seen, and a count over five minutes spans dozens of entries, more than a prompt holds. The LLM reads a
 prompt of a few cubes and got "next" 3 of 19, "first" 18 of 28 and "still there" 35 of 46 right on test
-worlds 11000-11011 (session 19). Like the `EventLocator`, this reads every entry through the kept linear
-probe (`CubeProbe.head`: each (colour, shape) pair in view at an entry's end, and which events begin in it),
-as features of an entry beside its neighbours, scored by small MLPs:
+worlds 11000-11011 (session 19). Like the `EventLocator`, this reads every entry through a linear probe
+started as the kept training one (`CubeProbe.head`: each (colour, shape) pair in view at an entry's end,
+and which events begin in it; `fit_reader` fine-tunes it at a small rate), as features of an entry beside
+its neighbours, scored by small MLPs:
 
 - "which entered first after t: the a or the b?": the chance that each pair enters at each entry after t
   (`enter_chances`), P(a's first enter comes before b's) from the two first-enter distributions (ties half);
@@ -27,8 +28,8 @@ pair it names from a colour score plus a shape score, each a soft maximum over i
 "next after" / "still there" questions and "first" options of test worlds 11000-11023: 234 of 234 right;
 a 30-way map of the mean word 62%, a hard maximum 70%; the mean with the time embedding of "t=...s" added
 named 5 of 47 "next after" pairs), a count's or a "turn"'s noun from one of the two scores; the named time
-or span from its "t=...s". Fitted on live memories of training worlds
-with every other weight frozen (`fit_reader`).
+or span from its "t=...s". Fitted on live memories of training worlds with every other weight frozen
+(`fit_reader`).
 """
 from __future__ import annotations
 
