@@ -109,6 +109,8 @@ class SequenceReader(nn.Module):
         self.count = _mlp(COUNT_FEATURES, 2 * hidden, depth=2)
         same_shape = torch.tensor([[s == s2 for _, s2 in ATTRIBUTES] for _, s in ATTRIBUTES])
         self.register_buffer("same_shape", same_shape, persistent=False)
+        other_colour = same_shape & ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)  # its shape, another colour
+        self.register_buffer("other_colour", other_colour, persistent=False)
         with torch.no_grad():  # most entries start no enter: begin there, not at even odds
             self.first[-1].bias.fill_(-4.0), self.next_any[-1].bias.fill_(-2.0), self.count[-1].bias.fill_(-4.0)
 
@@ -193,9 +195,8 @@ class SequenceReader(nn.Module):
         in view, its enter logit, its colour's change logit, and its shape in another colour, at the entries
         around j (the one holding the time; the object shows from the next)."""
         x, events = logits[:, :len(ATTRIBUTES)], logits[:, len(ATTRIBUTES):]
-        other = self.same_shape & ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)  # its shape, another colour
         per_entry = torch.stack([x, events[:, _ENTERS], events[:, _CHANGE_OF_PAIR],
-                                 x[:, None, :].masked_fill(~other, -torch.inf).amax(-1)], -1)  # [N, A, 4]
+                                 x[:, None, :].masked_fill(~self.other_colour, -torch.inf).amax(-1)], -1)  # [N, A, 4]
         pad = torch.full_like(per_entry[0], NOT_THERE)
         f = torch.cat([per_entry[j + o] if 0 <= j + o < len(x) else pad for o in EVENT_OFFSETS], -1)
         return self.event(f).squeeze(-1)
@@ -204,8 +205,8 @@ class SequenceReader(nn.Module):
                       ) -> tuple[int, torch.Tensor]:
         """The first entry near [a, b] and [M, A]: the chance that each pair enters in [a, b] at each entry from
         it, from its enter features, its colour's change logit and the drop of its shape in other colours (a
-        colour change brings a pair into view too, and is no enter), and where the entry lies against a and b. Merged old entries hide a
-        second enter of one pair: the chances are one per (entry, pair)."""
+        colour change brings a pair into view too, and is no enter), and where the entry lies against a and
+        b. Merged old entries hide a second enter of one pair: the chances are one per (entry, pair)."""
         starts, ends = torch.tensor(spans, dtype=logits.dtype).T
         near = ((ends > a - 10) & (starts < b + 10)).nonzero().flatten()  # an enter shows at most an entry late
         if not len(near):
@@ -216,8 +217,7 @@ class SequenceReader(nn.Module):
         where = torch.cat([where, torch.log1p(ends - starts)[:, None] / LOGIT_SCALE], -1)[i0:i1]
         x, events = logits[:, :len(ATTRIBUTES)], logits[:, len(ATTRIBUTES):]
         before = torch.cat([torch.full_like(x[:1], NOT_THERE), x[:-1]])
-        other = self.same_shape & ~torch.eye(len(ATTRIBUTES), dtype=torch.bool)
-        drop = (before - x)[:, None, :].masked_fill(~other, -torch.inf).amax(-1)  # its shape, another colour, gone
+        drop = (before - x)[:, None, :].masked_fill(~self.other_colour, -torch.inf).amax(-1)  # another colour gone
         f = torch.cat([self.enter_features(logits), events[:, _CHANGE_OF_PAIR, None], drop[..., None]], -1)[i0:i1]
         f = torch.cat([f, where[:, None].expand(-1, len(ATTRIBUTES), -1)], -1)
         return i0, torch.sigmoid(self.count(f).squeeze(-1))
