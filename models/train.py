@@ -569,8 +569,9 @@ def reading_of(q: Question) -> str:
     return "none"
 
 
-def named_noun(q: Question) -> int:
-    """The colour (count_colour) or shape (count_shape, colour_turned) a question names, as an index."""
+def true_noun(q: Question) -> int:
+    """The colour (count_colour) or shape (count_shape, colour_turned) a question names, as an index, read from
+    its text: the target the reader's `named_noun` learns from the words' embeddings."""
     word = q.text.split()[2] if q.kind == "count" else q.text.split()[4]  # "What colour did the <shape> turn ..."
     return COLOURS.index(word) if word in COLOURS else next(i for i, s in enumerate(SHAPES) if word.startswith(s))
 
@@ -624,7 +625,7 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
                 elif reading != "none":  # the counts: which pairs count is taught on the true ones
                     row |= {"spans": spans, "span": count_span(named, spans), "target": int(q.answer)}
                 if reading in ("count_colour", "count_shape", "colour_turned"):
-                    row["noun"] = named_noun(q)
+                    row["noun"] = true_noun(q)
                 if reading.startswith("count"):
                     row["pairs"] = SequenceReader.counted_pairs(reading, row.get("noun"))
                 rows[reading].append(row)
