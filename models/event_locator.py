@@ -12,8 +12,8 @@ per kind scores them; the question's words pick the key (a linear map of their p
 and the answer is the entry with the best score under that key. It reads the whole memory, not a prompt
 of a few cubes: the newest evidence that X left is that it is nowhere later.
 
-Fitted on live memories of training worlds with every other weight frozen (`fit_locator`), it cannot cost
-the other questions anything.
+Fitted on live memories of training worlds with every other weight frozen (`fit_locator`; its own copy of
+the probe is fine-tuned at a hundredth of the heads' rate), it cannot cost the other questions anything.
 """
 from __future__ import annotations
 

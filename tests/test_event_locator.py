@@ -3,8 +3,9 @@ and a checkpoint carries a fitted locator through save and load unchanged."""
 import torch
 
 from configs import load_config
-from models.checkpoint import load_model, save_checkpoint
+from models.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE, EventLocator
+from models.train import CubeProbe, fit_locator, live_memories, load_probes
 
 IN, OUT = 10.0, -10.0  # probe logits: in view, out of view
 
@@ -50,3 +51,21 @@ def test_scores_one_per_entry_and_checkpoint_round_trip(tmp_path):
     _, reloaded = load_model(cfg, tmp_path)
     assert reloaded.locator is not None
     assert torch.equal(reloaded.locator(tokens, torch.linspace(80, 0, 9), question), scores)
+
+
+def test_a_fit_lowers_the_loss_and_fine_tunes_its_own_copy_of_the_probe():
+    cfg = load_config("default")
+    encoder, llm = load_model(cfg)
+    probe = CubeProbe(cfg.resampler.out_dim)
+    assert load_probes(checkpoint_dir(cfg), probe, None)
+    kept = {k: v.clone() for k, v in probe.state_dict().items()}
+    memories = live_memories(cfg, encoder, range(2), 600.0, cuts=2, progress=False)
+    first = fit_locator(cfg, llm, probe, memories, steps=30, progress=False)
+    frozen = fit_locator(cfg, llm, probe, memories, steps=300, probe_lr=0.0, progress=False)
+    assert torch.equal(llm.locator.probe.weight, probe.head.weight)
+    last = fit_locator(cfg, llm, probe, memories, steps=1500, progress=False)
+    assert first["questions"] == last["questions"] >= 20
+    assert last["loss"] < 0.7 * first["loss"], (first, last)
+    assert not torch.equal(llm.locator.probe.weight, probe.head.weight)  # its copy learnt ...
+    assert all(torch.equal(v, probe.state_dict()[k]) for k, v in kept.items())  # ... the checkpoint's probe did not
+    assert frozen["questions"] == first["questions"]
