@@ -515,6 +515,14 @@ def live_memories(cfg: Config, encoder: CubeEncoder, seeds: range, seconds: floa
     return out
 
 
+def _reader_optimizer(module: torch.nn.Module, probe_lr: float) -> torch.optim.Optimizer:
+    """The readers' heads at 3e-3; their copy of the probe at `probe_lr`, without decay (it starts fitted)."""
+    heads = [p for name, p in module.named_parameters() if not name.startswith("probe.")]
+    return torch.optim.AdamW([{"params": heads},
+                              {"params": list(module.probe.parameters()), "lr": probe_lr, "weight_decay": 0.0}],
+                             lr=3e-3, weight_decay=1e-4)
+
+
 def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, steps: int = 3000,
                 probe_lr: float = 3e-5, progress: bool = True) -> dict:
     """A fresh `EventLocator` fitted on `live_memories` of training worlds, everything else frozen; set as
@@ -535,10 +543,7 @@ def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ste
                 right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
                 if right:
                     rows.append((tokens, now - starts, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
-    heads = [p for name, p in locator.named_parameters() if not name.startswith("probe.")]
-    opt = torch.optim.AdamW([{"params": heads},
-                             {"params": list(locator.probe.parameters()), "lr": probe_lr, "weight_decay": 0.0}],
-                            lr=3e-3, weight_decay=1e-4)
+    opt = _reader_optimizer(locator, probe_lr)
     rng, losses = random.Random(cfg.seed), []
     for _ in tqdm(range(steps), disable=not progress, desc="fit locator"):
         tokens, ages, question, key, right = rng.choice(rows)
@@ -631,10 +636,7 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
                 if reading.startswith("count"):
                     row["pairs"] = SequenceReader.counted_pairs(reading, row.get("noun"))
                 rows[reading].append(row)
-    heads = [p for name, p in reader.named_parameters() if not name.startswith("probe.")]
-    opt = torch.optim.AdamW([{"params": heads},
-                             {"params": list(reader.probe.parameters()), "lr": probe_lr, "weight_decay": 0.0}],
-                            lr=3e-3, weight_decay=1e-4)
+    opt = _reader_optimizer(reader, probe_lr)
     ce = lambda logits, i: F.cross_entropy(logits[None], torch.tensor([i]))  # noqa: E731
     losses = []
     for step in tqdm(range(steps), disable=not progress, desc="fit reader"):
