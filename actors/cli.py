@@ -80,7 +80,8 @@ def cmd_fit_readers(args) -> int:
     probe = CubeProbe(cfg.resampler.out_dim)
     if not load_probes(Path(args.checkpoint), probe, None):
         raise SystemExit(f"{args.checkpoint} has no fitted probes (probes.safetensors): train it first")
-    memories = live_memories(cfg, encoder, range(args.first_world, args.first_world + args.worlds), args.seconds)
+    memories = live_memories(cfg, encoder, range(args.first_world, args.first_world + args.worlds), args.seconds,
+                             tight_budget=args.tight_budget or None)
     located = fit_locator(cfg, llm, probe, memories, steps=args.locator_steps)
     read = fit_reader(cfg, llm, probe, memories, steps=args.reader_steps)
     save_checkpoint(args.checkpoint, encoder, llm)
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1200.0)
     p.add_argument("--locator-steps", type=int, default=3000)
     p.add_argument("--reader-steps", type=int, default=15000)
+    p.add_argument("--tight-budget", type=int, default=0, help="also fit on each memory under this token budget "
+                   "where it merges, for streams long enough to merge (512: +6 points there, -2 at 900 s; 0: off)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
     p.set_defaults(func=cmd_fit_readers)
     p = sub.add_parser("eval", help="QA accuracy, boundary F1 and compression on held-out synthetic worlds")

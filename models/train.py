@@ -499,19 +499,25 @@ def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, regio
 
 
 def live_memories(cfg: Config, encoder: CubeEncoder, seeds: range, seconds: float, cuts: int = 3,
-                  progress: bool = True) -> list[tuple[SynthWorld, list]]:
+                  tight_budget: int | None = None, progress: bool = True) -> list[tuple[SynthWorld, list]]:
     """What the readers are fitted on: each world of `seeds` streamed `seconds` through the live path, its
-    memory (a `RollingMemory` under the profile's budget, as live) taken at `cuts` evenly spaced times."""
+    memory (a `RollingMemory` under the profile's budget, as live) taken at `cuts` evenly spaced times; with
+    `tight_budget`, each cut's memory under that budget too where it merges there: a stream longer than the
+    fit's worlds merges at the profile's budget, and merged entries (the mean of their cubes) read otherwise."""
     out = []
     for seed in tqdm(seeds, disable=not progress, desc="stream worlds"):
         world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
         with torch.no_grad():
             cubes = stream_world(StreamEncoder(encoder.eval()), world, seconds)
         for cut in (seconds * (i + 1) / cuts for i in range(cuts)):
-            memory = RollingMemory("eval", cfg.memory.token_budget)
-            for c in (c for c in cubes if c.end <= cut):
-                memory.add(c)
-            out.append((world, memory.entries()))
+            for budget in (cfg.memory.token_budget, tight_budget):
+                if budget is None:
+                    continue
+                memory = RollingMemory("eval", budget)
+                for c in (c for c in cubes if c.end <= cut):
+                    memory.add(c)
+                if budget == cfg.memory.token_budget or any(e.level for e in memory):
+                    out.append((world, memory.entries()))
     return out
 
 

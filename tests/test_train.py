@@ -9,7 +9,7 @@ from configs import load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, losses, on_consecutive_entries, on_counted_entries, sample_clip, shown_cubes, when_rows,
+from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, live_memories, losses, on_consecutive_entries, on_counted_entries, sample_clip, shown_cubes, when_rows,
                           train, warm_states, which_event_loss, with_lookalike)
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
@@ -385,3 +385,17 @@ def test_a_clip_warms_its_scan_on_the_frames_just_before_it():
     for c, state in zip(clips, warm_states(encoder, clips)):
         (alone,) = encoder.temporal_state(c.warmup[None])
         assert all(torch.allclose(a.ssm, b.ssm, atol=1e-6) for a, b in zip(state, alone))
+
+
+def test_live_memories_add_each_cut_under_a_tight_budget_where_it_merges():
+    cfg = load_config("default")
+    encoder, _ = load_model(cfg)
+    plain = live_memories(cfg, encoder, range(1), 300.0, cuts=2, progress=False)
+    both = live_memories(cfg, encoder, range(1), 300.0, cuts=2, tight_budget=4 * 24, progress=False)
+    assert [len(e) for _, e in plain] == [len(e) for _, e in both[::2]]  # the profile's budget never merged here
+    assert all(e.level == 0 for _, m in plain for e in m)
+    assert len(both) == 4  # 24 entries hold 150 s of cubes of about 3.5 s only after merging
+    for (_, wide), (_, tight) in zip(both[::2], both[1::2]):
+        assert sum(e.tokens.shape[0] for e in tight) <= 4 * 24 < sum(e.tokens.shape[0] for e in wide)
+        assert any(e.level for e in tight) and (tight[0].start, tight[-1].end) == (wide[0].start, wide[-1].end)
+        assert sum(e.num_frames for e in tight) == sum(e.num_frames for e in wide)
