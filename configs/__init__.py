@@ -130,6 +130,9 @@ class AnswerConfig:
             raise ConfigError(f"answer.selection must be 'attention', 'pointer', 'key' or 'recent', got {self.selection!r}")
 
 
+TRAINABLE_PARTS = ("vision", "temporal", "cubing", "resampler", "llm")
+
+
 @dataclass
 class TrainConfig:
     """`cubestream train` on the synthetic world (stream/synth.py)."""
@@ -160,8 +163,14 @@ class TrainConfig:
     probe_fit_steps: int = 200  # --init from a checkpoint without its probes: fit fresh ones this many steps, model frozen
     eval_every: int = 150
     save_every: int = 150
+    # Parts held fixed (any of TRAINABLE_PARTS), for fine-tunes that must not move the rest: e.g. the cubes
+    # longer than any trained on, learnt by resampler and LLM with the boundary head (where cubes close) kept.
+    freeze: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        unknown = sorted(set(self.freeze) - set(TRAINABLE_PARTS))
+        if unknown:
+            raise ConfigError(f"train.freeze: unknown part(s) {', '.join(unknown)}; the parts are {', '.join(TRAINABLE_PARTS)}")
         for name in ("absent_prompts", "when_prompts", "warmup_seconds", "probe_fit_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

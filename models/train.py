@@ -737,6 +737,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, steps: int | N
         if fitted and progress:
             tqdm.write("probes fitted: " + " ".join(f"{k} {v:.3f}" for k, v in fitted.items()))
     encoder.train(), llm.train()
+    for name in tc.freeze:
+        (llm if name == "llm" else getattr(encoder, name)).requires_grad_(False)
     params = [p for m in (encoder, llm, probe, region_probe) if m is not None for p in m.parameters() if p.requires_grad]
     partly = {id(p) for p in llm.partly_trained}  # weight decay would shrink their frozen rows
     groups = [{"params": [p for p in params if id(p) not in partly]}]

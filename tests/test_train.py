@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from configs import load_config
+from configs import ConfigError, load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
@@ -78,6 +78,22 @@ def test_a_fine_tune_starts_from_the_saved_probes_or_fits_fresh_ones_with_the_mo
     last = fit_probes(cfg, encoder, *fresh, rng, {}, steps=12, progress=False)
     assert last["regions"] < 0.8 * first["regions"] and last["attributes"] < first["attributes"], (first, last)
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
+
+
+def test_a_fine_tune_moves_only_the_parts_it_does_not_freeze(trained, tmp_path):
+    """train.freeze: where cubes close (cubing), and the tower and scan under it, stay as loaded; the resampler
+    and LLM learn."""
+    cfg, out = trained
+    frozen = ["vision", "temporal", "cubing"]
+    tune = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 3, "freeze": frozen}})
+    train(tune, tmp_path, init=out, progress=False)
+    (was, was_llm), (now, now_llm) = load_model(cfg, out), load_model(tune, tmp_path)
+    for part in frozen:
+        assert all(torch.equal(v, getattr(was, part).state_dict()[k]) for k, v in getattr(now, part).state_dict().items()), part
+    assert any(not torch.equal(v, was.resampler.state_dict()[k]) for k, v in now.resampler.state_dict().items())
+    assert not torch.equal(now_llm.projector[0].weight, was_llm.projector[0].weight)
+    with pytest.raises(ConfigError, match="train.freeze: unknown part.*projector.*the parts are vision"):
+        load_config(overrides={"train": {"freeze": ["projector"]}})
 
 
 def test_resume_is_deterministic(tmp_path, capsys):
