@@ -104,7 +104,8 @@ class EncoderWorker:
         newest = memory.newest_time if memory.newest_time is not None else -math.inf
         self.encoder.set_state(stream_id, state | {
             "open_tokens": None, "next_index": memory.last_index + 1, "last_pts": max(state["last_pts"], newest),
-            "cubing": state["cubing"] | {"length": torch.zeros_like(state["cubing"]["length"])}})
+            "cubing": state["cubing"] | {"length": torch.zeros_like(state["cubing"]["length"]),
+                                         "by_head": torch.zeros_like(state["cubing"]["by_head"])}})
 
     @staticmethod
     def _read_state(store: MemoryStore) -> dict | None:

@@ -69,6 +69,9 @@ class CubingConfig:
     target_len: float = 5.0  # the boundary prior, one a this many frames; a run-time setting (shifts the boundary
     #   logit). The cubes' realised mean is longer where the head is sure nothing happened; min/max_len clip it
     trained_target_len: float = 5.0  # the mean the boundary head was trained to hold
+    # A cube the head opened (at an event) closes by this many frames; None: max_len. Quiet stretches then
+    # cost few long cubes while the frames after an event keep short ones: the density shift, both ways.
+    event_max_len: int | None = None
     momentum: float = 0.8
     tau: float = 0.5
 
@@ -76,6 +79,9 @@ class CubingConfig:
         _positive(self, "min_len", "max_len", "target_len", "trained_target_len", "tau")
         if self.min_len > self.max_len:
             raise ConfigError(f"cubing.min_len ({self.min_len}) must not exceed cubing.max_len ({self.max_len})")
+        if self.event_max_len is not None and not self.min_len <= self.event_max_len <= self.max_len:
+            raise ConfigError(f"cubing.event_max_len ({self.event_max_len}) must lie in [min_len, max_len] "
+                              f"([{self.min_len}, {self.max_len}])")
         for name in ("target_len", "trained_target_len"):  # a prior of one boundary a frame or more has no logit
             if not 1.0 < getattr(self, name) <= self.max_len:
                 raise ConfigError(f"cubing.{name} ({getattr(self, name)}) must lie in (1, max_len]")

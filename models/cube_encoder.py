@@ -61,7 +61,8 @@ class CubeEncoder(nn.Module):
         lengths = [e - s for s, e in zip(starts, ends)]
         tokens = self.resampler([gated[0, s:e] for s, e in zip(starts, ends)])
         p = cub.p[0]
-        scores = [p[e].item() if e < frames.shape[0] and n < self.cfg.cubing.max_len else 1.0 for e, n in zip(ends, lengths)]
+        forced = cub.forced[0]
+        scores = [p[e].item() if e < frames.shape[0] and not forced[e] else 1.0 for e in ends]
         return ClipCubes(starts=starts, lengths=lengths, tokens=tokens, scores=scores, cubing=cub, features=feats[0])
 
     @torch.no_grad()

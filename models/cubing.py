@@ -31,6 +31,7 @@ class CubingState:
     momentum: torch.Tensor  # [B, P, D]
     seen: torch.Tensor  # [B] int64 frames seen so far
     length: torch.Tensor  # [B] int64 frames in the open cube
+    by_head: torch.Tensor  # [B] bool: the open cube was opened by the head (at an event), so event_max_len caps it
 
 
 @dataclass
@@ -40,6 +41,7 @@ class CubingOutput:
     gate: torch.Tensor  # [B, T] 1.0 in value; carries the straight-through gradient of each free decision
     logits: torch.Tensor  # [B, T, 2] (extend, close); t = 0 has none and is zero
     p: torch.Tensor  # [B, T] boundary probability without noise (0 at t = 0)
+    forced: torch.Tensor  # [B, T] bool, True where a frame opens a new cube because the one before hit its cap
 
 
 class GumbelCubing(nn.Module):
@@ -69,11 +71,20 @@ class GumbelCubing(nn.Module):
     def init_state(self, batch: int, num_tokens: int, dim: int, device=None) -> CubingState:
         zeros = torch.zeros(batch, num_tokens, dim, device=device)
         return CubingState(prev=zeros, momentum=zeros.clone(), seen=torch.zeros(batch, dtype=torch.long, device=device),
-                           length=torch.zeros(batch, dtype=torch.long, device=device))
+                           length=torch.zeros(batch, dtype=torch.long, device=device),
+                           by_head=torch.zeros(batch, dtype=torch.bool, device=device))
 
-    def _decide(self, free_close: torch.Tensor, length: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """The causal rule: close when forced by max_len, or when the head says so and min_len is met."""
-        return (seen > 0) & ((length >= self.cfg.max_len) | ((length >= self.cfg.min_len) & free_close))
+    def cap(self, by_head: torch.Tensor) -> torch.Tensor:
+        """The most frames the open cube may hold: event_max_len where the head opened it, else max_len."""
+        return torch.where(by_head, self.cfg.event_max_len or self.cfg.max_len, self.cfg.max_len)
+
+    def _decide(self, free_close: torch.Tensor, length: torch.Tensor, seen: torch.Tensor,
+                by_head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The causal rule: close when forced by the open cube's cap, or when the head says so and min_len is
+        met. Returns (close, whether the head closed it: the next cube opens at an event)."""
+        forced = length >= self.cap(by_head)
+        head = (seen > 0) & ~forced & (length >= self.cfg.min_len) & free_close
+        return (seen > 0) & forced | head, head
 
     def update(self, feature: torch.Tensor, state: CubingState) -> tuple[torch.Tensor, torch.Tensor, CubingState]:
         """One frame per stream, feature [B, P, D] -> (closed [B] bool, p [B], new state).
@@ -86,10 +97,11 @@ class GumbelCubing(nn.Module):
         momentum = torch.where(first_delta, delta, m * delta + (1 - m) * state.momentum)
         z = self.score(momentum)
         p = torch.where(state.seen > 0, torch.softmax(z, -1)[:, 1], torch.zeros_like(z[:, 1]))
-        closed = self._decide(z[:, 1] > z[:, 0], state.length, state.seen)
+        closed, head = self._decide(z[:, 1] > z[:, 0], state.length, state.seen, state.by_head)
         length = torch.where(closed, torch.ones_like(state.length), state.length + 1)
+        by_head = torch.where(closed, head, state.by_head)
         momentum = torch.where((state.seen == 0)[:, None, None], torch.zeros_like(momentum), momentum)
-        return closed, p, CubingState(prev=feature, momentum=momentum, seen=state.seen + 1, length=length)
+        return closed, p, CubingState(prev=feature, momentum=momentum, seen=state.seen + 1, length=length, by_head=by_head)
 
     def forward(self, features: torch.Tensor, noise: float = 0.0) -> CubingOutput:
         """Training form over whole clips, features [B, T, P, D]; `noise` weighs the Gumbel noise (0 at inference)."""
@@ -108,15 +120,19 @@ class GumbelCubing(nn.Module):
         y_soft = torch.softmax((z + noise * gumbel) / self.cfg.tau, dim=-1)
         wants_close = y_soft[..., 1] > y_soft[..., 0]
 
-        starts, gate = [], []
+        starts, gate, forced = [], [], []
         length = torch.zeros(B, dtype=torch.long, device=z.device)
+        by_head = torch.zeros(B, dtype=torch.bool, device=z.device)
         for t in range(T):
             seen = torch.full_like(length, t)
-            close = self._decide(wants_close[:, t], length, seen)
-            free = (seen > 0) & (length >= self.cfg.min_len) & (length < self.cfg.max_len)
+            close, head = self._decide(wants_close[:, t], length, seen, by_head)
+            free = (seen > 0) & (length >= self.cfg.min_len) & (length < self.cap(by_head))
             chosen = torch.where(close, y_soft[:, t, 1], y_soft[:, t, 0])
             straight_through = 1.0 + chosen - chosen.detach()  # value 1, gradient of the chosen probability
             gate.append(torch.where(free, straight_through, torch.ones_like(chosen)))
             starts.append(close | (seen == 0))
+            forced.append(close & ~head)
             length = torch.where(close, torch.ones_like(length), length + 1)
-        return CubingOutput(starts=torch.stack(starts, 1), gate=torch.stack(gate, 1), logits=z, p=p)
+            by_head = torch.where(close, head, by_head)
+        return CubingOutput(starts=torch.stack(starts, 1), gate=torch.stack(gate, 1), logits=z, p=p,
+                            forced=torch.stack(forced, 1))

@@ -19,7 +19,7 @@ from models.cubing import CubingState
 from models.mamba import MambaState
 from stream.cube import Cube
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class StreamInputError(ValueError):
@@ -69,6 +69,7 @@ class StreamEncoder:
         (cube,) = self._close([_Closing(stream_id, s, s.open_tokens, s.open_start, s.last_pts, 1.0, True)])
         s.open_tokens = []
         s.cubing.length = torch.zeros_like(s.cubing.length)
+        s.cubing.by_head = torch.zeros_like(s.cubing.by_head)  # the next cube opens at no event
         return cube
 
     # -- frames -------------------------------------------------------------------------------------
@@ -94,9 +95,8 @@ class StreamEncoder:
                     for i in range(len(m.temporal.layers))]
         feats, temporal = m.temporal.step(feats, temporal)
         cubing = CubingState(*(torch.cat([getattr(s.cubing, f) for s in states]) for f in _CUBING_FIELDS))
-        was_length = cubing.length
+        forced = (cubing.length >= m.cubing.cap(cubing.by_head)).tolist()
         closed, p, cubing = m.cubing.update(feats, cubing)
-        forced = (was_length >= m.cfg.cubing.max_len).tolist()
         closed, p = closed.tolist(), p.tolist()
 
         P = m.num_tokens
@@ -206,7 +206,7 @@ class StreamEncoder:
         return t.to(self.device)
 
 
-_CUBING_FIELDS = ("prev", "momentum", "seen", "length")
+_CUBING_FIELDS = ("prev", "momentum", "seen", "length", "by_head")
 
 
 @dataclass

@@ -24,10 +24,10 @@ def drifting_features(B, T, P, D, seed):
     return steps.cumsum(1)
 
 
-@pytest.mark.parametrize("B,T,seed", [(1, 50, 0), (4, 64, 1), (2, 120, 2)])
-def test_online_matches_training_form(B, T, seed):
+@pytest.mark.parametrize("B,T,seed,event_max_len", [(1, 50, 0, None), (4, 64, 1, None), (2, 120, 2, None), (4, 120, 3, 3)])
+def test_online_matches_training_form(B, T, seed, event_max_len):
     torch.manual_seed(seed)
-    cub = GumbelCubing(16, CubingConfig(min_len=2, max_len=9, target_len=4, trained_target_len=4))
+    cub = GumbelCubing(16, CubingConfig(min_len=2, max_len=9, target_len=4, trained_target_len=4, event_max_len=event_max_len))
     feats = drifting_features(B, T, 3, 16, seed)
     with torch.no_grad():
         out = cub(feats, noise=0.0)
@@ -50,6 +50,24 @@ def test_cube_lengths_respect_min_and_max():
         out = cub(drifting_features(2, 40, 2, 8, 0))
         lengths = [torch.diff(torch.cat([s.nonzero().flatten(), torch.tensor([40])])) for s in out.starts]
         assert all(l[:-1].eq(cfg.max_len).all() for l in lengths)  # closes only when forced
+
+
+def test_a_cube_opened_at_an_event_closes_by_event_max_len_and_a_quiet_one_by_max_len():
+    torch.manual_seed(4)
+    cfg = CubingConfig(min_len=2, max_len=12, target_len=6, trained_target_len=6, event_max_len=4)
+    cub = GumbelCubing(16, cfg)
+    with torch.no_grad():
+        out = cub(drifting_features(4, 300, 3, 16, 4))
+    seen = {"event": [], "quiet": []}
+    for starts, forced in zip(out.starts, out.forced):
+        first = starts.nonzero().flatten().tolist()
+        for a, b in zip(first[1:], first[2:]):  # whole cubes past the stream's first, whose opening is known
+            seen["quiet" if forced[a] else "event"].append((b - a, bool(forced[b])))
+    assert max(n for n, _ in seen["event"]) == cfg.event_max_len  # capped, and the cap is reached ...
+    assert all(f for n, f in seen["event"] if n == cfg.event_max_len)  # ... as a forced close, not the head's
+    assert max(n for n, _ in seen["quiet"]) == cfg.max_len  # after a forced close the cube may run to max_len
+    with pytest.raises(ValueError, match="event_max_len"):
+        CubingConfig(min_len=2, max_len=12, event_max_len=16)
 
 
 def test_target_length_is_a_run_time_setting():

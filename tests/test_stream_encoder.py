@@ -58,6 +58,27 @@ def test_frame_by_frame_equals_whole_clip(model):
     assert sum(c.num_frames for c in cubes) == len(frames)
 
 
+def test_frame_by_frame_equals_whole_clip_with_cubes_at_events_capped():
+    """cubing.event_max_len: the live path caps the cubes the head opened as the training form does, and marks
+    those cuts forced (no claim of an event) as it does the max_len ones."""
+    torch.manual_seed(0)
+    cfg = load_config(overrides={"cubing": {"min_len": 1, "max_len": 8, "event_max_len": 2, "target_len": 3,
+                                            "trained_target_len": 3}})
+    model = CubeEncoder(cfg).eval()
+    frames = clip(0, T=96)
+    enc = StreamEncoder(model)
+    enc.add_stream("cam")
+    cubes = feed(enc, "cam", frames)
+    with torch.no_grad():
+        whole = model.encode_clip(torch.as_tensor(frames), state=model.primed_state(torch.as_tensor(frames[0])))
+    assert [c.num_frames for c in cubes] == whole.lengths[:len(cubes)]
+    forced = whole.cubing.forced[0]
+    assert [c.forced for c in cubes] == [bool(forced[s]) for s in whole.starts[1:len(cubes) + 1]]
+    opened_by_head = [not prev.forced for prev in cubes[:-1]]  # of cubes[1:]
+    assert any(opened_by_head) and max(c.num_frames for c, h in zip(cubes[1:], opened_by_head) if h) == 2
+    assert max(c.num_frames for c in cubes) > 2
+
+
 def test_a_new_stream_starts_from_its_first_frame_held(model):
     """A stream's scan starts from the state after its first frame seen `temporal.prime_frames` times (as a
     training clip's starts after seconds of history), not from zeros; 0 primes nothing."""
