@@ -95,8 +95,8 @@ class StreamEncoder:
                     for i in range(len(m.temporal.layers))]
         feats, temporal = m.temporal.step(feats, temporal)
         cubing = CubingState(*(torch.cat([getattr(s.cubing, f) for s in states]) for f in _CUBING_FIELDS))
-        forced = (cubing.length >= m.cubing.cap(cubing.by_head)).tolist()
         closed, p, cubing = m.cubing.update(feats, cubing)
+        forced = (closed & ~cubing.by_head).tolist()  # a close the head did not make: a cap's
         closed, p = closed.tolist(), p.tolist()
 
         P = m.num_tokens
