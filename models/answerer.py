@@ -155,13 +155,12 @@ class Answerer:
 
     @torch.no_grad()
     def read(self, cubes: Sequence[CubeLike], question: str, options: list[str] | None) -> tuple[str, list[int]] | None:
-        """The `SequenceReader`'s answer over the whole memory and the cubes it rests on, for a question that
-        names a time and asks for one of its readings; else None (the LLM answers)."""
-        named = named_span(question)
-        if not self.cfg.reader or self.llm.reader is None or named is None:
+        """The `SequenceReader`'s answer over the whole memory and the cubes it rests on, for a question that asks
+        for one of its readings (all but one name a time); else None (the LLM answers)."""
+        if not self.cfg.reader or self.llm.reader is None:
             return None
-        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [(c.start, c.end) for c in cubes], named,
-                                    self.llm.embed_words(question),
+        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [(c.start, c.end) for c in cubes],
+                                    named_span(question), self.llm.embed_words(question),
                                     [(o, self.llm.embed_words(o)) for o in options] if options else None)
 
     def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:

@@ -2,6 +2,7 @@
 causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,6 +65,12 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
         llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
     for name, reader in (("locator", EventLocator), ("reader", SequenceReader)):  # absent where never fitted
         if weights := {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}:
-            setattr(llm, name, reader(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim))
-            getattr(llm, name).load_state_dict(weights)
+            module = reader(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
+            try:
+                module.load_state_dict(weights)
+            except RuntimeError as e:  # fitted by an older layout of the reader: answer without it until refitted
+                warnings.warn(f"{path}: the saved {name} does not fit this version ({e}); it is left out: "
+                              f"refit it with `cubestream fit-readers --checkpoint {path}`")
+                continue
+            setattr(llm, name, module)
     return encoder.eval(), llm.eval()

@@ -38,7 +38,7 @@ from models.evaluate import stream_world
 from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
-from models.sequence_reader import (COLOURS, READINGS, SequenceReader, count_distribution, count_span, entry_at,
+from models.sequence_reader import (COLOURS, READINGS, SHAPE_NOUN, SequenceReader, count_distribution, count_span, entry_at,
                                     first_logit)
 from models.stream_encoder import StreamEncoder
 from stream.memory import RollingMemory
@@ -570,8 +570,8 @@ def reading_of(q: Question) -> str:
         return "still_there"
     if q.kind == "order":
         return "first_of" if q.options else "next_after"
-    if named_span(q.text) is None:  # about what is in view now: the LLM's
-        return "none"
+    if named_span(q.text) is None:  # about what is in view now: the LLM's, but for a shape's colour
+        return "colour_now" if q.kind == "colour" else "none"
     if q.kind == "count":
         noun = q.text.split()[2]  # "How many <objects | red objects | circles> entered ..."
         return "count_all" if noun == "objects" else "count_colour" if noun in COLOURS else "count_shape"
@@ -583,9 +583,9 @@ def reading_of(q: Question) -> str:
 
 
 def true_noun(q: Question) -> int:
-    """The colour (count_colour) or shape (count_shape, colour_turned) a question names, as an index, read from
-    its text: the target the reader's `named_noun` learns from the words' embeddings."""
-    word = q.text.split()[2] if q.kind == "count" else q.text.split()[4]  # "What colour did the <shape> turn ..."
+    """The colour (count_colour) or shape (count_shape, colour_turned, colour_now) a question names, as an index, read
+    from its text: the target the reader's `named_noun` learns from the words' embeddings."""
+    word = q.text.split()[4] if q.kind != "count" else q.text.split()[2]  # "What colour did the <shape> turn / is the <shape>?"
     return COLOURS.index(word) if word in COLOURS else next(i for i, s in enumerate(SHAPES) if word.startswith(s))
 
 
@@ -623,8 +623,9 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
             for q in make_questions(world, entries[-1].end, rng, n=questions):
                 row = {"text": llm.embed_words(q.text)}
                 if (reading := reading_of(q)) != "none":
-                    named = named_span(q.text)
-                    row |= {"tokens": tokens, "j": entry_at([a for a, _ in spans], named[0])}
+                    row["tokens"] = tokens
+                if (named := named_span(q.text)) is not None:
+                    row["j"] = entry_at([a for a, _ in spans], named[0])
                 if reading == "first_of":
                     row |= {"pairs": [pair_of(o) for o in q.options], "options": [llm.embed_words(o) for o in q.options],
                             "target": float(q.answer == q.options[0])}
@@ -635,9 +636,11 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
                         continue  # one alike entered next: the reading masks the named pair's enter, so cannot say it
                 elif reading in ("shape_at", "colour_at", "colour_turned"):
                     row |= {"target": event_pair(world, q)}
+                elif reading == "colour_now":
+                    row |= {"target": COLOURS.index(q.answer)}
                 elif reading != "none":  # the counts: which pairs count is taught on the true ones
                     row |= {"spans": spans, "span": count_span(named, spans), "target": int(q.answer)}
-                if reading in ("count_colour", "count_shape", "colour_turned"):
+                if reading in ("count_colour", *SHAPE_NOUN):
                     row["noun"] = true_noun(q)
                 if reading.startswith("count"):
                     row["pairs"] = SequenceReader.counted_pairs(reading, row.get("noun"))
@@ -665,12 +668,14 @@ def fit_reader(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ques
             loss = loss + ce(reader.pair_logits(r["text"]), r["pair"])
         elif reading in ("shape_at", "colour_at", "colour_turned"):
             loss = ce(reader.event_at(r["logits"], r["j"]), r["target"])
+        elif reading == "colour_now":  # the probe's logits: only its copy learns, at its small rate
+            loss = ce(reader.colour_now(r["logits"], r["noun"]), r["target"])
         else:
-            _, p = reader.count_chances(r["logits"], r["spans"], *r["span"])
-            loss = -torch.log(count_distribution(p[:, r["pairs"]].flatten())[r["target"]] + 1e-6)
+            _, p = reader.count_chances(r["logits"], r["spans"], *r["span"], r["pairs"])
+            loss = -torch.log(count_distribution(p)[r["target"]] + 1e-6)
         if reading == "count_colour":
             loss = loss + ce(reader.colour_logits(r["text"]), r["noun"])
-        elif reading in ("count_shape", "colour_turned"):
+        elif reading in SHAPE_NOUN:
             loss = loss + ce(reader.shape_logits(r["text"]), r["noun"])
         loss = (loss + ce(reader.reading_logits(r["text"]), READINGS.index(reading))
                 + ce(reader.reading_logits(rng.choice(rows["none"])["text"]), 0))
