@@ -82,7 +82,7 @@ def cmd_fit_readers(args) -> int:
         raise SystemExit(f"{args.checkpoint} has no fitted probes (probes.safetensors): train it first")
     memories = live_memories(cfg, encoder, range(args.first_world, args.first_world + args.worlds), args.seconds,
                              tight_budget=args.tight_budget or None)
-    located = fit_locator(cfg, llm, probe, memories, steps=args.locator_steps)
+    located = fit_locator(cfg, llm, probe, memories, steps=args.locator_steps, fits=args.locator_fits)
     read = fit_reader(cfg, llm, probe, memories, steps=args.reader_steps)
     save_checkpoint(args.checkpoint, encoder, llm)
     print(f"locator fitted on {located['questions']} questions, final loss {located['loss']:.3f}; reader on "
@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worlds", type=int, default=40)
     p.add_argument("--seconds", type=float, default=1200.0)
     p.add_argument("--locator-steps", type=int, default=3000)
+    p.add_argument("--locator-fits", type=int, default=3, help="locators fitted from as many seeds, their scores "
+                   "averaged (one fit's 'when' varies by seed by +-4 points)")
     p.add_argument("--reader-steps", type=int, default=15000)
     p.add_argument("--tight-budget", type=int, default=0, help="also fit on each memory under this token budget "
                    "where it merges, for streams long enough to merge (512: +6 points there, -2 at 900 s; 0: off)")

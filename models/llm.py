@@ -30,7 +30,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from configs import Config
-from models.event_locator import EventLocator
+from models.event_locator import LocatorEnsemble
 from models.sequence_reader import SequenceReader
 from stream.timefmt import TIME_WORD, format_time
 
@@ -148,7 +148,7 @@ class CubeLLM(nn.Module):
         self.time_embed = TimeEmbedding(width)
         self.pointer = CubePointer(width)
         # fitted after training (`fit_readers`); absent, the pointer answers "when", the LLM every other question
-        self.locator: EventLocator | None = None
+        self.locator: LocatorEnsemble | None = None
         self.reader: SequenceReader | None = None
 
     def _train_pointer_row(self) -> None:

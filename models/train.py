@@ -35,7 +35,7 @@ from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
 from models.evaluate import stream_world
-from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator
+from models.event_locator import ATTRIBUTES, EVENT_KEYS, EventLocator, LocatorEnsemble
 from models.llm import POINTER, CubeLLM, build_tokenizer, time_text
 from models.mamba import MambaState
 from models.sequence_reader import (COLOURS, READINGS, SHAPE_NOUN, SequenceReader, count_distribution, count_span, entry_at,
@@ -530,15 +530,14 @@ def _reader_optimizer(module: torch.nn.Module, probe_lr: float) -> torch.optim.O
 
 
 def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, steps: int = 3000,
-                probe_lr: float = 3e-5, progress: bool = True) -> dict:
-    """A fresh `EventLocator` fitted on `live_memories` of training worlds, everything else frozen; set as
-    `llm.locator`. In each memory every "When did ... last ...?" that the log answers is asked. Its probe starts
-    as `probe` (the checkpoint's fitted training-only one) and is fine-tuned at `probe_lr`, as the reader's
-    (session 21: on all 576 "when" questions the logs of test worlds 11000-11023 answer at 900 s, 436 and 446
-    right in two fits against 409 and 437 with the probe frozen). Returns the mean of the last 200 steps' losses."""
-    torch.manual_seed(cfg.seed)
-    llm.locator = locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim)
-    locator.probe.load_state_dict(probe.head.state_dict())
+                probe_lr: float = 3e-5, fits: int = 3, progress: bool = True) -> dict:
+    """A fresh `LocatorEnsemble` of `fits` locators, each fitted from its own seed (cfg.seed + k) on
+    `live_memories` of training worlds, everything else frozen; set as `llm.locator`. In each memory every
+    "When did ... last ...?" that the log answers is asked. Each locator's probe starts as `probe` (the
+    checkpoint's fitted training-only one) and is fine-tuned at `probe_lr`, as the reader's (session 21: on all
+    576 "when" questions the logs of test worlds 11000-11023 answer at 900 s, 436 and 446 right in two fits
+    against 409 and 437 with the probe frozen). Returns the mean over fits of the last 200 steps' losses."""
+    width = llm.lm.get_input_embeddings().embedding_dim
     rows = []  # (entries' tokens, their ages, the question's embeddings, its key, the entries a right answer may start)
     with torch.no_grad():
         for world, entries in memories:
@@ -549,19 +548,25 @@ def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ste
                 right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
                 if right:
                     rows.append((tokens, now - starts, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
-    opt = _reader_optimizer(locator, probe_lr)
-    rng, losses = random.Random(cfg.seed), []
-    for _ in tqdm(range(steps), disable=not progress, desc="fit locator"):
-        tokens, ages, question, key, right = rng.choice(rows)
-        keys = locator.key_logits(question)
-        scores = locator.entry_scores(locator.features(tokens, ages)) @ keys.softmax(0)  # through the probe, as it learns
-        loss = scores.logsumexp(0) - scores[right].logsumexp(0) + F.cross_entropy(keys[None], torch.tensor([key]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    locator.eval()
-    return {"questions": len(rows), "loss": float(np.mean(losses[-200:]))}
+    ensemble, final = LocatorEnsemble(cfg.resampler.out_dim, width, fits), []
+    for k, locator in enumerate(ensemble.fits):
+        torch.manual_seed(cfg.seed + k)
+        locator.load_state_dict(EventLocator(cfg.resampler.out_dim, width).state_dict())  # as a lone fit from this seed
+        locator.probe.load_state_dict(probe.head.state_dict())
+        opt = _reader_optimizer(locator, probe_lr)
+        rng, losses = random.Random(cfg.seed + k), []
+        for _ in tqdm(range(steps), disable=not progress, desc=f"fit locator {k + 1}/{fits}"):
+            tokens, ages, question, key, right = rng.choice(rows)
+            keys = locator.key_logits(question)
+            scores = locator.entry_scores(locator.features(tokens, ages)) @ keys.softmax(0)  # through the probe, as it learns
+            loss = scores.logsumexp(0) - scores[right].logsumexp(0) + F.cross_entropy(keys[None], torch.tensor([key]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        final.append(float(np.mean(losses[-200:])))
+    llm.locator = ensemble.eval()
+    return {"questions": len(rows), "loss": float(np.mean(final))}
 
 
 def reading_of(q: Question) -> str:

@@ -4,7 +4,7 @@ import torch
 
 from configs import load_config
 from models.checkpoint import checkpoint_dir, load_model, save_checkpoint
-from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE, EventLocator
+from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE, EventLocator, LocatorEnsemble
 from models.train import CubeProbe, fit_locator, live_memories, load_probes
 
 IN, OUT = 10.0, -10.0  # probe logits: in view, out of view
@@ -42,15 +42,25 @@ def test_scores_one_per_entry_and_checkpoint_round_trip(tmp_path):
     cfg = load_config("default")
     encoder, llm = load_model(cfg)
     torch.manual_seed(0)
-    llm.locator = EventLocator(cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim).eval()
+    width = llm.lm.get_input_embeddings().embedding_dim
+    llm.locator = LocatorEnsemble(cfg.resampler.out_dim, width, fits=2).eval()
     tokens = torch.randn(9, 8, cfg.resampler.out_dim)
     question = llm.embed_text("When did a red bar last leave?").detach()
-    scores = llm.locator(tokens, torch.linspace(80, 0, 9), question)
+    ages = torch.linspace(80, 0, 9)
+    scores = llm.locator(tokens, ages, question)
     assert scores.shape == (9,)
+    one, two = (f(tokens, ages, question).log_softmax(0) for f in llm.locator.fits)
+    assert torch.allclose(scores, (one + two) / 2)  # the fits' log-softmax over entries, averaged
     save_checkpoint(tmp_path, encoder, llm)
     _, reloaded = load_model(cfg, tmp_path)
-    assert reloaded.locator is not None
-    assert torch.equal(reloaded.locator(tokens, torch.linspace(80, 0, 9), question), scores)
+    assert reloaded.locator is not None and len(reloaded.locator.fits) == 2
+    assert torch.equal(reloaded.locator(tokens, ages, question), scores)
+    # a lone locator, as checkpoints before session 23 saved it, loads as an ensemble of one
+    lone = llm.locator.fits[0]
+    llm.locator = lone
+    save_checkpoint(tmp_path, encoder, llm)
+    _, older = load_model(cfg, tmp_path)
+    assert len(older.locator.fits) == 1 and torch.allclose(older.locator(tokens, ages, question), one)
 
 
 def test_a_fit_lowers_the_loss_and_fine_tunes_its_own_copy_of_the_probe():
@@ -60,12 +70,14 @@ def test_a_fit_lowers_the_loss_and_fine_tunes_its_own_copy_of_the_probe():
     assert load_probes(checkpoint_dir(cfg), probe, None)
     kept = {k: v.clone() for k, v in probe.state_dict().items()}
     memories = live_memories(cfg, encoder, range(2), 600.0, cuts=2, progress=False)
-    first = fit_locator(cfg, llm, probe, memories, steps=30, progress=False)
-    frozen = fit_locator(cfg, llm, probe, memories, steps=300, probe_lr=0.0, progress=False)
-    assert torch.equal(llm.locator.probe.weight, probe.head.weight)
-    last = fit_locator(cfg, llm, probe, memories, steps=1500, progress=False)
+    first = fit_locator(cfg, llm, probe, memories, steps=30, fits=1, progress=False)
+    frozen = fit_locator(cfg, llm, probe, memories, steps=300, probe_lr=0.0, fits=1, progress=False)
+    assert torch.equal(llm.locator.fits[0].probe.weight, probe.head.weight)
+    last = fit_locator(cfg, llm, probe, memories, steps=1500, fits=2, progress=False)
     assert first["questions"] == last["questions"] >= 20
     assert last["loss"] < 0.7 * first["loss"], (first, last)
-    assert not torch.equal(llm.locator.probe.weight, probe.head.weight)  # its copy learnt ...
+    a, b = llm.locator.fits
+    assert not torch.equal(a.question.weight, b.question.weight)  # two seeds, two fits
+    assert not torch.equal(a.probe.weight, probe.head.weight)  # its copy learnt ...
     assert all(torch.equal(v, probe.state_dict()[k]) for k, v in kept.items())  # ... the checkpoint's probe did not
     assert frozen["questions"] == first["questions"]
