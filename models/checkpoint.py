@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from configs import PROFILES, Config
 from models.cube_encoder import CubeEncoder
-from models.event_locator import LocatorEnsemble
+from models.event_locator import EventLocator, LocatorEnsemble
 from models.llm import CubeLLM
 from models.sequence_reader import SequenceReader
 
@@ -63,15 +63,13 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
         # absent from older checkpoints, whose LLM never answers POINTER; its newer terms keep their zero start
         llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
-    width = llm.lm.get_input_embeddings().embedding_dim
+    dim, width = cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim
     for name in ("locator", "reader"):  # absent where never fitted
         if weights := {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}:
-            if name == "reader":
-                module = SequenceReader(cfg.resampler.out_dim, width)
-            else:  # a single locator, as saved before session 23, is an ensemble of one
-                if not any(k.startswith("fits.") for k in weights):
-                    weights = {f"fits.0.{k}": v for k, v in weights.items()}
-                module = LocatorEnsemble(cfg.resampler.out_dim, width, fits=len({k.split(".")[1] for k in weights}))
+            if name == "locator" and not any(k.startswith("fits.") for k in weights):
+                weights = {f"fits.0.{k}": v for k, v in weights.items()}  # one locator, as saved before session 23
+            module = (SequenceReader(dim, width) if name == "reader" else
+                      LocatorEnsemble([EventLocator(dim, width) for _ in {k.split(".")[1] for k in weights}]))
             try:
                 module.load_state_dict(weights)
             except RuntimeError as e:  # fitted by an older layout of it: answer without it until refitted

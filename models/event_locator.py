@@ -85,9 +85,9 @@ class LocatorEnsemble(nn.Module):
     fit's "when" varies by seed as much as by most changes (session 23: 287, 293 and 303 of 395 questions on
     validation worlds 10100-10123, "turn" 33-56 of 80); the three together answered 318."""
 
-    def __init__(self, token_dim: int, width: int, fits: int = 3):
+    def __init__(self, fits: list[EventLocator]):
         super().__init__()
-        self.fits = nn.ModuleList(EventLocator(token_dim, width) for _ in range(fits))
+        self.fits = nn.ModuleList(fits)
 
     def forward(self, tokens: torch.Tensor, ages: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         return torch.stack([f(tokens, ages, question).log_softmax(0) for f in self.fits]).mean(0)

@@ -251,7 +251,7 @@ class SequenceReader(nn.Module):
         none of these readings, or its options do not fit one."""
         reading = READINGS[int(self.reading_logits(question).argmax())]
         if reading == "colour_now":
-            colour = self.colour_now(self.logits(tokens), self.named_noun(reading, question))
+            colour = self.colour_now(self.logits(tokens[-1:]), self.named_noun(reading, question))
             return self._fit(COLOURS[int(colour.argmax())], [len(spans) - 1], options)
         if reading == "none" or named is None:  # every other reading reads from a time the question names
             return None

@@ -548,10 +548,10 @@ def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ste
                 right = ((starts - q.answer_time).abs() <= WHEN_TOLERANCE_S).nonzero().flatten().tolist()
                 if right:
                     rows.append((tokens, now - starts, llm.embed_text(q.text), EVENT_KEYS.index(q.event_key), right))
-    ensemble, final = LocatorEnsemble(cfg.resampler.out_dim, width, fits), []
-    for k, locator in enumerate(ensemble.fits):
+    located, final = [], []
+    for k in range(fits):
         torch.manual_seed(cfg.seed + k)
-        locator.load_state_dict(EventLocator(cfg.resampler.out_dim, width).state_dict())  # as a lone fit from this seed
+        locator = EventLocator(cfg.resampler.out_dim, width)
         locator.probe.load_state_dict(probe.head.state_dict())
         opt = _reader_optimizer(locator, probe_lr)
         rng, losses = random.Random(cfg.seed + k), []
@@ -565,7 +565,8 @@ def fit_locator(cfg: Config, llm: CubeLLM, probe: CubeProbe, memories: list, ste
             opt.step()
             losses.append(loss.item())
         final.append(float(np.mean(losses[-200:])))
-    llm.locator = ensemble.eval()
+        located.append(locator)
+    llm.locator = LocatorEnsemble(located).eval()
     return {"questions": len(rows), "loss": float(np.mean(final))}
 
 

@@ -43,7 +43,7 @@ def test_scores_one_per_entry_and_checkpoint_round_trip(tmp_path):
     encoder, llm = load_model(cfg)
     torch.manual_seed(0)
     width = llm.lm.get_input_embeddings().embedding_dim
-    llm.locator = LocatorEnsemble(cfg.resampler.out_dim, width, fits=2).eval()
+    llm.locator = LocatorEnsemble([EventLocator(cfg.resampler.out_dim, width) for _ in range(2)]).eval()
     tokens = torch.randn(9, 8, cfg.resampler.out_dim)
     question = llm.embed_text("When did a red bar last leave?").detach()
     ages = torch.linspace(80, 0, 9)
