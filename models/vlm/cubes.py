@@ -16,7 +16,8 @@ frame's tokens as they are (one frame per cube). Space is pooled as each frame a
 pooling the whole cube at once.
 
 Both forms are here side by side: `step` for streams, one frame at a time and many streams per call, and
-`clip_cubes` over a whole clip; tests check that they cut the same cubes with the same tokens.
+`clip_cubes` over a whole clip; tests check that they cut the same cubes with the same tokens. Boundaries
+compare frames pooled in space (what the cube keeps), in both forms.
 """
 from __future__ import annotations
 
@@ -109,13 +110,16 @@ class ChangeCubing:
 
     def clip_cubes(self, frames: torch.Tensor, grid: tuple[int, int, int] | None = None) -> list[tuple[int, int, torch.Tensor]]:
         """A whole clip's [T, h, w, D] frame tokens -> its cubes as (first frame, end frame, pooled tokens),
-        the last one closed at the clip's end."""
-        features = frame_feature(frames)  # all frames at once
+        the last one closed at the clip's end. Every frame is pooled in space and compared at once; the
+        decisions, each resting on the open cube, run along the clip."""
+        pooled = frames if grid is None else \
+            F.adaptive_avg_pool2d(frames.permute(0, 3, 1, 2), grid[1:]).permute(0, 2, 3, 1)
+        features = frame_feature(pooled)
         state = self.init_state(1, frames.shape[-1], frames.device)
         starts = [0]
         for i in range(frames.shape[0]):
             closed, _, state = self.step(features[i:i + 1], state)
-            if bool(closed) and i > 0:
+            if bool(closed):
                 starts.append(i)
         bounds = list(zip(starts, starts[1:] + [frames.shape[0]]))
         return [(a, b, pool_cube(frames[a:b], grid)) for a, b in bounds]
