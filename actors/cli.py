@@ -113,6 +113,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export_synth(args) -> int:
+    """Write synthetic worlds as a video dataset (mp4 + JSON) in a format `eval --dataset` and training read."""
+    from stream.synth_export import export_synth
+
+    path = export_synth(args.out, args.format, videos=args.videos, seconds=args.seconds, questions=args.questions,
+                        fps=args.fps, size=args.size, first_seed=args.first_seed)
+    print(f"wrote {args.videos} videos and {path}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until Ctrl-C."""
     import signal
@@ -306,6 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here, with every question asked and its answer")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. answer.context_tokens=160")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export-synth", help="write synthetic worlds as a video dataset: mp4 files + questions in a "
+                       "dataset format (ovo, streamingbench, llava)")
+    p.add_argument("--out", required=True, help="folder to write (videos/ and <format>.json)")
+    p.add_argument("--format", required=True, choices=("ovo", "streamingbench", "llava"))
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=120.0, help="length of each video")
+    p.add_argument("--questions", type=int, default=6, help="questions per video")
+    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    p.add_argument("--first-seed", type=int, default=0, help="world seed of the first video (training worlds are "
+                   "0 .. train.train_seeds - 1)")
+    p.set_defaults(func=cmd_export_synth)
     args = ap.parse_args(argv)
     return args.func(args)
 
