@@ -46,7 +46,12 @@ class EncoderActor:
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
-        model, _ = load_models(cfg)
+        if cfg.model.vlm:  # a pretrained VLM's vision side
+            from models.vlm.profile import build_stream_encoder
+
+            model = build_stream_encoder(cfg, device)
+        else:
+            model, _ = load_models(cfg)
         self.worker = EncoderWorker(model, cfg, device)
         self.max_batch = cfg.runtime.max_batch
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
@@ -165,10 +170,14 @@ class LLMActor:
         from models.answerer import Answerer
 
         torch.set_num_threads(1)
+        device = "cuda" if cfg.runtime.llm_gpus and torch.cuda.is_available() else "cpu"
+        if cfg.model.vlm:  # a pretrained VLM's language side
+            from models.vlm.profile import build_answerer
+
+            self.answerer = build_answerer(cfg, device)
+            return
         _, llm = load_models(cfg)
-        if cfg.runtime.llm_gpus and torch.cuda.is_available():
-            llm = llm.cuda()
-        self.answerer = Answerer(llm, cfg.answer)
+        self.answerer = Answerer(llm.to(device), cfg.answer)
 
     def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""

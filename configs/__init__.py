@@ -115,6 +115,38 @@ class LLMConfig:
 
 
 @dataclass
+class ModelConfig:
+    """A pretrained Hugging Face VLM in place of the trained tiny model (models/vlm/): its vision side runs on
+    the encoder actors, its language side on the LLM actors; cubes are cut and pooled without training."""
+    vlm: str | None = None  # a Hugging Face model id or a local folder; None: the profile's trained model
+    dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16"
+    device: str = "auto"  # "auto" (CUDA where the actor was given a GPU), "cpu", "cuda", "cuda:1", ...
+    max_pixels: int | None = None  # per frame, for Qwen2.5-VL's image processor; None: the model's own setting
+    cube_grid: list[int] = field(default_factory=lambda: [2, 4, 4])  # a cube's (time, height, width) tokens
+    #   after pooling: K = their product; every cube of every stream has this many
+    min_frames: int = 2  # a cube holds at least this many frames ...
+    max_frames: int = 16  # ... and at most this many (8 s at 2 fps)
+    temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
+
+    def __post_init__(self):
+        if self.vlm is not None and not self.vlm.strip():
+            raise ConfigError("model.vlm must be a model id or a path, or null")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_pixels is not None and self.max_pixels <= 0:
+            raise ConfigError(f"model.max_pixels must be positive or null, got {self.max_pixels!r}")
+        if len(self.cube_grid) != 3 or any(k <= 0 for k in self.cube_grid):
+            raise ConfigError(f"model.cube_grid must be three positive ints (time, height, width), got {self.cube_grid!r}")
+        _positive(self, "min_frames", "max_frames")
+        if self.min_frames > self.max_frames:
+            raise ConfigError(f"model.min_frames ({self.min_frames}) must not exceed model.max_frames ({self.max_frames})")
+        if self.temporal_layers < 0:
+            raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
+
+
+@dataclass
 class AnswerConfig:
     """Question-conditioned selection (XComp) and decoding limits."""
     context_tokens: int = 192  # LLM tokens the selected cubes may take (K tokens + timestamp each): about a training clip
@@ -299,12 +331,18 @@ class Config:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: str | None = None  # trained weights: a folder, relative to configs/ or absolute
+    model: ModelConfig = field(default_factory=ModelConfig)  # model.vlm: a pretrained VLM instead
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self):
+        if self.model.vlm is not None and self.answer.selection == "pointer":
+            raise ConfigError("answer.selection 'pointer' is the trained model's; with model.vlm use "
+                              "'attention', 'key' or 'recent'")
 
 
 PROFILES = resources.files(__name__)

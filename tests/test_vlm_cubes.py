@@ -13,7 +13,7 @@ from models.temporal import MambaTemporalEncoder
 from models.vlm import load_vlm
 from models.vlm.cubes import ChangeCubing, frame_feature, pool_cube, pool_frame, pool_time
 from models.vlm.stream_encoder import VLMStreamEncoder
-from tests.tiny_vlm import save_tiny_qwen2_5_vl
+from tiny_vlm import save_tiny_qwen2_5_vl
 
 
 def scene_clip(lengths, h=4, w=4, d=16, noise=0.05, seed=0) -> torch.Tensor:

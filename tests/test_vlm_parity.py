@@ -14,7 +14,7 @@ from transformers import AutoModelForImageTextToText
 
 from models.vlm import VisualCube, load_vlm
 from models.vlm.base import prompt_text
-from tests.tiny_vlm import FAMILIES, reference_processor
+from tiny_vlm import FAMILIES, reference_processor
 
 QUESTION = "what colour was the thing that came in at the door?"
 SPANS = [(10.0, 10.0), (12.5, 12.5), (31.0, 31.0)]
