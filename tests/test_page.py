@@ -197,11 +197,12 @@ def test_the_server_going_away_shows_disconnected_then_recovers(page, server):
     server.stop()
     try:
         page.locator("#conn").filter(has_text="disconnected").wait_for()
+        assert page.locator("#offline").is_visible()
         shoot(page, "06-disconnected")
     finally:
         server.start()
     page.locator("#conn").filter(has_text="connected").filter(has_not_text="dis").wait_for()
-    assert page.locator("#app").is_visible()  # still signed in
+    assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
     Client(server.url, ADMIN).add("cam2", SYNTH)  # a new runtime: its streams appear on the page as they come
     page.locator('[data-stream="cam2"] .state').filter(has_text="connected").wait_for()
     shoot(page, "07-recovered")

@@ -40,6 +40,7 @@ function el(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "class") node.className = v;
+    else if (k === "style") for (const [p, x] of Object.entries(v)) node.style.setProperty(p, x); // CSSOM: CSP allows it
     else if (k === "text") node.textContent = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
@@ -119,6 +120,7 @@ function setConnected(ok) {
   conn.dataset.state = ok ? "connected" : "disconnected";
   conn.textContent = ok ? "connected" : "disconnected — retrying";
   document.body.classList.toggle("offline", !ok);
+  $("offline").hidden = ok;
   if (ok && was === false && S.role) { // back: pick the alert stream up again where it left off
     followEvents();
   }
@@ -276,7 +278,8 @@ function renderStreams() {
       ["decoded", src.frames_decoded], ["dropped", src.frames_dropped], ["reconnects", src.reconnects],
       ["latency p50", s.latency_p50 === null || s.latency_p50 === undefined ? undefined : `${(s.latency_p50 * 1000).toFixed(0)} ms`],
     ].filter(([, v]) => v !== undefined && v !== null);
-    card.querySelector(".counters").replaceChildren(...counters.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    card.querySelector(".counters").replaceChildren(...counters.map(([k, v]) =>
+      el("div", {}, el("dt", { text: k }), el("dd", { text: String(v) }))));
   }
   for (const card of [...list.children]) if (!seen.has(card.dataset.stream)) card.remove();
   $("streams-empty").hidden = S.streams.length > 0;
@@ -350,7 +353,7 @@ function renderTimeline() {
   box.style.setProperty("--lanes", levels.length);
   box.dataset.entries = entries.length;
   // lane labels
-  const labels = levels.map((lv, i) => el("span", { class: "lane-label", style: `--lane:${i}`, text: `L${lv}` }));
+  const labels = levels.map((lv, i) => el("span", { class: "lane-label", style: { "--lane": i }, text: `L${lv}` }));
   for (const old of box.querySelectorAll(".lane-label")) old.remove();
   box.prepend(...labels);
   const buttons = new Map([...box.querySelectorAll("button.cube")].map((b) => [Number(b.dataset.id), b]));
@@ -377,7 +380,7 @@ function renderTimeline() {
   for (const b of buttons.values()) b.remove(); // merged into coarser entries
   const ticks = 5;
   $("axis").replaceChildren(...Array.from({ length: ticks }, (_, i) =>
-    el("span", { style: `left:${(i / (ticks - 1)) * 100}%`, text: fmtTime(t0 + (width * i) / (ticks - 1)) })));
+    el("span", { style: { left: `${(i / (ticks - 1)) * 100}%` }, text: fmtTime(t0 + (width * i) / (ticks - 1)) })));
   if (S.entry) { // the shown entry may have been merged away
     const still = entries.find((e) => e.id === S.entry.id);
     if (!still) $("entry-caption").textContent += " (since merged into a coarser entry)";
@@ -484,7 +487,8 @@ async function search(q) {
     list.replaceChildren(...results.map((r) => resultItem(r)));
   } catch (e) {
     list.replaceChildren();
-    say("search-msg", e.status === 404 ? "This server has no search." : refusal(e));
+    if (e.status === 404) say("search-msg", "This server has no search.", "info");
+    else say("search-msg", refusal(e));
   }
 }
 
@@ -517,7 +521,8 @@ async function loadWatches() {
   } catch (e) {
     $("watches").replaceChildren();
     $("watches-empty").hidden = true;
-    say("watches-msg", e.status === 404 ? "This server has no watches." : refusal(e));
+    if (e.status === 404) say("watches-msg", "This server has no watches.", "info");
+    else say("watches-msg", refusal(e));
   }
 }
 
