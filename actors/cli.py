@@ -94,6 +94,9 @@ def cmd_eval(args) -> int:
     """Evaluate a checkpoint on held-out synthetic worlds; prints a table and writes JSON."""
     import json
 
+    if args.dataset:
+        return cmd_eval_dataset(args)
+
     from configs import load_config
     from models.checkpoint import load_model
     from models.evaluate import METHODS, evaluate, table
@@ -110,6 +113,43 @@ def cmd_eval(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"worlds": args.worlds, "seconds": args.seconds, "results": results}, f, indent=2)
+    return 0
+
+
+def cmd_eval_dataset(args) -> int:
+    """`eval --dataset DIR --format F`: a video QA benchmark replayed live, beside the recent-frames baseline."""
+    import json
+
+    from actors.benchmark import profile_methods, replay, table
+    from actors.worker import load_models
+    from configs import load_config
+    from models.checkpoint import load_model
+    from stream.datasets import load_dataset
+
+    if not args.format:
+        raise SystemExit("eval --dataset needs --format (ovo, streamingbench or llava)")
+    cfg = load_config(args.config, overrides=settings(args.set))
+    dataset = load_dataset(args.dataset, args.format)
+    for p in dataset.problems:
+        print(f"skipped {p.where}: {p.reason}")
+    encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
+    results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
+    print(f"\n{args.dataset} ({args.format}): {len(dataset.items)} questions, replayed live at "
+          f"{results['fps']:g} fps\n")
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"dataset": str(args.dataset), "format": args.format} | results, f, indent=2)
+    return 0
+
+
+def cmd_export_synth(args) -> int:
+    """Write synthetic worlds as a video dataset (mp4 + JSON) in a format `eval --dataset` and training read."""
+    from stream.synth_export import export_synth
+
+    path = export_synth(args.out, args.format, videos=args.videos, seconds=args.seconds, questions=args.questions,
+                        fps=args.fps, size=args.size, first_seed=args.first_seed)
+    print(f"wrote {args.videos} videos and {path}")
     return 0
 
 
@@ -305,7 +345,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
     p.add_argument("--json", help="write the results here, with every question asked and its answer")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. answer.context_tokens=160")
+    p.add_argument("--dataset", help="a video QA dataset folder: replay its videos live and score its questions "
+                   "(instead of synthetic worlds)")
+    p.add_argument("--format", choices=("ovo", "streamingbench", "llava"), help="the dataset's annotation format")
+    p.add_argument("--fps", type=float, help="frames per second sampled from the videos (default: sampler.fps)")
+    p.add_argument("--recent-frames", type=int, help="the recent-frames baseline shows the newest N frames "
+                   "(default: as many as fit answer.context_tokens)")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export-synth", help="write synthetic worlds as a video dataset: mp4 files + questions in a "
+                       "dataset format (ovo, streamingbench, llava)")
+    p.add_argument("--out", required=True, help="folder to write (videos/ and <format>.json)")
+    p.add_argument("--format", required=True, choices=("ovo", "streamingbench", "llava"))
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=120.0, help="length of each video")
+    p.add_argument("--questions", type=int, default=6, help="questions per video")
+    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    p.add_argument("--first-seed", type=int, default=0, help="world seed of the first video (training worlds are "
+                   "0 .. train.train_seeds - 1)")
+    p.set_defaults(func=cmd_export_synth)
     args = ap.parse_args(argv)
     return args.func(args)
 
