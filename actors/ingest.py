@@ -1,9 +1,11 @@
-"""One stream's ingest: its source, its sampler, and the loop that hands sampled frames to an encoder."""
+"""One stream's ingest (its source, its sampler, and the loop that hands sampled frames to an encoder), and
+the batcher through which the many streams of one ingest worker share their calls to an encoder."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import numpy as np
@@ -30,8 +32,9 @@ class Ingest:
 
     def __init__(self, stream_id: str, spec: str, cfg: Config, source: Source | None = None,
                  retry_delay: float = 0.5):
-        self.stream_id, self.cfg, self.retry_delay = stream_id, cfg, retry_delay
+        self.stream_id, self.spec, self.cfg, self.retry_delay = stream_id, spec, cfg, retry_delay
         self.source = source or open_source(spec, cfg.source)
+        self.source.size = cfg.vision.frame_size()  # frames leave this process at the encoder's input size
         self.sampler = Sampler(self.source, cfg.sampler)
         self.target: EncoderTarget | None = None
         self.frames_sent = 0
@@ -95,3 +98,44 @@ class Ingest:
             if refused is None:
                 self.frames_sent += 1
             return
+
+
+SendBatch = Callable[[list[str], list[np.ndarray], list[float], list[float]], Awaitable[list[str | None]]]
+
+
+class FrameBatcher:
+    """An encoder as the many streams of one process see it: `push` has the EncoderTarget's form (one frame,
+    waits for its answer), and while one call to the encoder is in flight the frames of every stream gather
+    for the next, which carries them all. At most one call per encoder is in flight; the batch grows with
+    the load, so a busy encoder gets few large calls instead of one per frame. The frames travel as the
+    arrays they are (no stacking: Ray writes each array's buffer once, and the encoder reads it in place)."""
+
+    def __init__(self, send: SendBatch):
+        self.send = send
+        self.calls = 0
+        self._pending: list[tuple[str, np.ndarray, float, float, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def push(self, stream_id: str, image: np.ndarray, pts: float, arrival: float) -> str | None:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((stream_id, image, pts, arrival, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                refused = await self.send(*(list(col) for col in zip(*(item[:4] for item in batch))))
+                self.calls += 1
+            except Exception as e:  # every frame of the call failed alike; each stream's Ingest retries
+                refused = [e] * len(batch)
+            for item, r in zip(batch, refused):
+                fut = item[4]
+                if fut.done():  # its Ingest was closed meanwhile
+                    continue
+                if isinstance(r, Exception):
+                    fut.set_exception(r)
+                else:
+                    fut.set_result(r)
