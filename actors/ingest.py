@@ -1,11 +1,9 @@
-"""One stream's ingest (its source, its sampler, and the loop that hands sampled frames to an encoder), and
-the batcher through which the many streams of one ingest worker share their calls to an encoder."""
+"""One stream's ingest: its source, its sampler, and the loop that hands sampled frames to an encoder."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import numpy as np
@@ -23,10 +21,16 @@ class EncoderTarget(Protocol):
     async def push(self, stream_id: str, image: np.ndarray, pts: float, arrival: float) -> str | None: ...
 
 
+IN_FLIGHT = 2  # frames of one stream on their way to the encoder at once
+
+
 class Ingest:
-    """Pulls frames from the sampler and pushes each to the current target, one at a time: while the
-    encoder is busy the sampler's queue drops the oldest frames, so a slow encoder never backs up into
-    the camera. A target that fails or does not answer is retried after `retry_delay` (frames meanwhile
+    """Pulls frames from the sampler and pushes them to the current target, at most IN_FLIGHT at a time:
+    while the encoder is busy the sampler drops frames (the oldest, and any that waited past its
+    max_delay), so a slow encoder never backs up into the camera. Two in flight, not one, so that the
+    encoder finds each stream's next frame already waiting when a pass ends: with one, a stream whose
+    frame came in just after a pass began would be served every other pass only, and the passes would run
+    half full. A target that fails or does not answer is retried after `retry_delay` (frames meanwhile
     are lost, not queued); one that says "unknown stream" (restarted, or a new one after a move) is
     attached first, which restores the stream from its snapshot."""
 
@@ -40,6 +44,7 @@ class Ingest:
         self.frames_sent = 0
         self.push_failures = 0
         self._attached = False
+        self._attaching = asyncio.Lock()  # one attach at a time, and the first frame's before the second's
         self._shift = 0.0  # added to stream time so that it follows what the encoder has (a restarted source starts at 0)
         self._task: asyncio.Task | None = None
 
@@ -68,22 +73,39 @@ class Ingest:
         return {**self.source.status.as_dict(), "frames_sent": self.frames_sent, "push_failures": self.push_failures}
 
     async def _run(self) -> None:
-        # a frame is None once the source ended; a source that gave up raises SourceFailed, and its status says why
-        with contextlib.suppress(Exception):
-            while (frame := await self.sampler.get()) is not None:
-                # Frame.arrival is this machine's monotonic clock; the encoder may run on another machine
-                arrival = time.time() - (time.monotonic() - frame.arrival)
-                await self._send(frame.image, frame.pts, arrival)
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        sends: set[asyncio.Task] = set()
+
+        def done(task: asyncio.Task) -> None:
+            sends.discard(task)
+            slots.release()
+
+        try:
+            # a frame is None once the source ended; a source that gave up raises SourceFailed, and its status says why
+            with contextlib.suppress(Exception):
+                while True:
+                    await slots.acquire()  # before taking the frame: the freshest one goes
+                    if (frame := await self.sampler.get()) is None:
+                        break
+                    # Frame.arrival is this machine's monotonic clock; the encoder may run on another machine
+                    arrival = time.time() - (time.monotonic() - frame.arrival)
+                    task = asyncio.create_task(self._send(frame.image, frame.pts, arrival))
+                    sends.add(task)
+                    task.add_done_callback(done)
+        finally:
+            for task in list(sends):
+                task.cancel()
 
     async def _send(self, image: np.ndarray, pts: float, arrival: float) -> None:
         while self.target is not None:
             target = self.target
             try:
-                if not self._attached:
-                    last = await target.attach(self.stream_id)
-                    self._attached = True
-                    if last is not None and pts + self._shift <= last:
-                        self._shift = last - pts + 1.0 / self.cfg.sampler.fps
+                async with self._attaching:
+                    if not self._attached:
+                        last = await target.attach(self.stream_id)
+                        self._attached = True
+                        if last is not None and pts + self._shift <= last:
+                            self._shift = last - pts + 1.0 / self.cfg.sampler.fps
                 refused = await target.push(self.stream_id, image, pts + self._shift, arrival)
             except asyncio.CancelledError:
                 raise
@@ -98,44 +120,3 @@ class Ingest:
             if refused is None:
                 self.frames_sent += 1
             return
-
-
-SendBatch = Callable[[list[str], list[np.ndarray], list[float], list[float]], Awaitable[list[str | None]]]
-
-
-class FrameBatcher:
-    """An encoder as the many streams of one process see it: `push` has the EncoderTarget's form (one frame,
-    waits for its answer), and while one call to the encoder is in flight the frames of every stream gather
-    for the next, which carries them all. At most one call per encoder is in flight; the batch grows with
-    the load, so a busy encoder gets few large calls instead of one per frame. The frames travel as the
-    arrays they are (no stacking: Ray writes each array's buffer once, and the encoder reads it in place)."""
-
-    def __init__(self, send: SendBatch):
-        self.send = send
-        self.calls = 0
-        self._pending: list[tuple[str, np.ndarray, float, float, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
-
-    async def push(self, stream_id: str, image: np.ndarray, pts: float, arrival: float) -> str | None:
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((stream_id, image, pts, arrival, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                refused = await self.send(*(list(col) for col in zip(*(item[:4] for item in batch))))
-                self.calls += 1
-            except Exception as e:  # every frame of the call failed alike; each stream's Ingest retries
-                refused = [e] * len(batch)
-            for item, r in zip(batch, refused):
-                fut = item[4]
-                if fut.done():  # its Ingest was closed meanwhile
-                    continue
-                if isinstance(r, Exception):
-                    fut.set_exception(r)
-                else:
-                    fut.set_result(r)

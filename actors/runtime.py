@@ -34,7 +34,8 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.ingest import FrameBatcher, Ingest
+from actors.batching import EncoderIntake, FrameBatcher
+from actors.ingest import Ingest
 from configs import Config
 from stream.ids import check_stream_id
 from stream.sources import open_source
@@ -56,49 +57,14 @@ class EncoderActor:
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
         model, _ = load_models(cfg)
         self.worker = EncoderWorker(model, cfg, device)
-        self.max_batch = cfg.runtime.max_batch
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
-        self.pending: dict[str, list[tuple[tuple, asyncio.Future]]] = {}
-        self.batches = 0
-        self._wake: asyncio.Event | None = None
+        self.intake = EncoderIntake(lambda items: self._call(self.worker.push, items), cfg.runtime.max_batch)
 
     async def push(self, stream_ids: list[str], images: list[np.ndarray], pts: list[float],
-                   arrivals: list[float]) -> list[str | None]:
-        """Frames of many streams (an ingest worker's batch); per frame None (taken) or why it was refused.
-        Each waits in its stream's queue: a batched pass takes one frame of every stream with one waiting."""
-        if self._wake is None:
-            self._wake = asyncio.Event()
-            asyncio.create_task(self._batch_loop())
-        loop = asyncio.get_running_loop()
-        futs = []
-        for item in zip(stream_ids, images, pts, arrivals):
-            futs.append(loop.create_future())
-            self.pending.setdefault(item[0], []).append((item, futs[-1]))
-        self._wake.set()
-        return list(await asyncio.gather(*futs, return_exceptions=True))
-
-    async def _batch_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.pending:
-                # the oldest frame of each stream; a stream's later frames wait for the next batch
-                taken = []
-                for sid in list(self.pending)[:self.max_batch]:
-                    taken.append(self.pending[sid].pop(0))
-                    if not self.pending[sid]:
-                        del self.pending[sid]
-                try:
-                    result = await self._call(self.worker.push, [item for item, _ in taken])
-                    self.batches += 1
-                except Exception as e:  # a bug, not a client's doing: fail these frames, keep serving
-                    for _, fut in taken:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for (item, fut) in taken:
-                    if not fut.done():
-                        fut.set_result(result[item[0]])
+                   arrivals: list[float]) -> list:
+        """Frames of many streams (an ingest worker's batch); per frame None (taken), why it was refused, or
+        the exception that failed its pass. Each waits in its stream's queue for a pass (EncoderIntake)."""
+        return await self.intake.submit(list(zip(stream_ids, images, pts, arrivals)))
 
     async def attach(self, stream_id: str) -> float | None:
         return await self._call(self.worker.add_stream, stream_id)
