@@ -91,7 +91,9 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
     start = None  # (stream time, wall time) of the first frame, for pacing
     for packet in container.demux(stream):
         if lag is not None and packet.pts is not None:
-            if lag.skip(float(packet.pts * stream.time_base), time.monotonic(), packet.is_keyframe):
+            skip = lag.skip(float(packet.pts * stream.time_base), time.monotonic(), packet.is_keyframe)
+            source.status.lag = lag.lag
+            if skip:
                 source.status.frames_skipped += 1
                 continue
         for vf in packet.decode():
@@ -122,13 +124,14 @@ class Lag:
     def __init__(self, limit: float):
         self.limit = limit
         self.base = math.inf
+        self.lag = 0.0  # at the last packet
         self.skipping = False
         self._at_last_key = math.inf
 
     def skip(self, camera_time: float, now: float, keyframe: bool) -> bool:
         offset = now - camera_time
         self.base = min(self.base, offset)
-        lag = offset - self.base
+        lag = self.lag = offset - self.base
         if not self.skipping:
             if lag > self.limit and not keyframe:
                 self.skipping, self._at_last_key = True, math.inf
@@ -139,6 +142,6 @@ class Lag:
         if lag < self.limit / 4 or lag >= self._at_last_key - 1e-3:
             self.skipping = False
             if lag >= self.limit / 4:
-                self.base = offset
+                self.base, self.lag = offset, 0.0
         self._at_last_key = lag
         return False  # a keyframe is always decoded: later frames need it
