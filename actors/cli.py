@@ -134,7 +134,7 @@ def cmd_eval_dataset(args) -> int:
         print(f"skipped {p.where}: {p.reason}")
     encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
     if args.stage1:
-        from actors.train_ray import load_stage1
+        from models.checkpoint import load_stage1
 
         load_stage1(encoder, llm, args.stage1)
     results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)

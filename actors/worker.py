@@ -161,7 +161,7 @@ class EncoderWorker:
         now = time.time()
         for sid, image, _, arrival in batch:
             s = self.streams[sid]
-            s.last_frame = image
+            s.last_frame = np.array(image)  # its own copy: a view would keep the whole batch it came in alive
             c = s.counters
             c.frames += 1
             c.latencies = c.latencies[-999:] + [now - arrival]
@@ -231,15 +231,18 @@ def model_id(model: torch.nn.Module) -> str:
 def load_models(cfg) -> tuple[CubeEncoder, "object"]:
     """The profile's trained encoder and LLM; without a shipped checkpoint, untrained ones built from the
     seed (the same weights in every process, so the LLM reads what the encoder writes)."""
-    from models.checkpoint import checkpoint_dir, load_model
+    from models.checkpoint import checkpoint_dir, load_model, load_stage1, under_configs
     from models.llm import CubeLLM, build_tokenizer
 
     path = checkpoint_dir(cfg)
     if path is not None and (path / "model.safetensors").is_file():
-        return load_model(cfg, path)
-    from models.train import tokenizer_corpus
+        encoder, llm = load_model(cfg, path)
+    else:
+        from models.train import tokenizer_corpus
 
-    torch.manual_seed(cfg.seed)
-    encoder = CubeEncoder(cfg).eval()
-    llm = CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))).eval()
+        torch.manual_seed(cfg.seed)
+        encoder = CubeEncoder(cfg).eval()
+        llm = CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))).eval()
+    if cfg.stage1:  # trained streaming modules over the profile's weights
+        load_stage1(encoder, llm, under_configs(cfg.stage1))
     return encoder, llm
