@@ -161,7 +161,7 @@ class EncoderWorker:
         now = time.time()
         for sid, image, _, arrival in batch:
             s = self.streams[sid]
-            s.last_frame = image
+            s.last_frame = np.array(image)  # its own copy: a view would keep the whole batch it came in alive
             c = s.counters
             c.frames += 1
             c.latencies = c.latencies[-999:] + [now - arrival]
