@@ -91,6 +91,7 @@ class Gateway:
         app = web.Application(client_max_size=self.cfg.server.max_body_bytes, middlewares=[self._errors, self._auth])
         app.add_subapp("/whip", self.whip.app())
         app.on_startup.append(lambda _: self.start())
+        app.on_shutdown.append(self._end_event_streams)  # before the server waits for open connections to end
         app.on_cleanup.append(lambda _: self.close())
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
@@ -179,9 +180,11 @@ class Gateway:
         """Stop the watches, webhooks and the ingests that run here (the runtime keeps the streams' memories)."""
         await self.watcher.close()
         await self.webhooks.close()
-        self.events.close()
         for stream_id in list(self.whip_streams):
             await self._close_whip(stream_id)
+
+    async def _end_event_streams(self, app) -> None:
+        self.events.close()
 
     def _local(self, stream: dict) -> dict:
         """A stream's status, with its source's as seen here if its ingest runs here."""
