@@ -1,5 +1,6 @@
 """The HTTP API: an aiohttp app in front of the controller actor.
 
+    GET    /                               no auth: the monitoring page (actors/page.py, actors/web/)
     GET    /health                         no auth: 200 while the gateway runs
     GET    /metrics                        Prometheus text format
     GET    /streams                        every stream with its status and counters
@@ -46,7 +47,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from ray.exceptions import RayActorError
 
-from actors import openai_api
+from actors import openai_api, page
 from actors.events import EventLog, Webhooks, sse
 from actors.ingest import Ingest
 from actors.metrics import Metrics
@@ -93,6 +94,7 @@ class Gateway:
         app.on_startup.append(lambda _: self.start())
         app.on_shutdown.append(self._end_event_streams)  # before the server waits for open connections to end
         app.on_cleanup.append(lambda _: self.close())
+        page.add_routes(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/streams", self.list_streams)
@@ -328,12 +330,14 @@ class Gateway:
 
     @web.middleware
     async def _auth(self, request, handler):
-        if request.path != "/health" and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
+        if request.path != "/health" and request.path not in page.PUBLIC_PATHS \
+                and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
             given = request.headers.get("Authorization", "").encode()
             admin = any(hmac.compare_digest(given, f"Bearer {t}".encode()) for t in self.admin_tokens)
             viewer = any(hmac.compare_digest(given, f"Bearer {t}".encode()) for t in self.viewer_tokens)
             if not (admin or viewer):
                 raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
+            request["role"] = "admin" if admin else "viewer"
             if not admin and request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.endswith(VIEWER_POSTS):
                 raise web.HTTPForbidden(text="a viewer token may read, ask, search and chat; this needs an admin token\n")
         return await handler(request)
