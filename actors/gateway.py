@@ -85,7 +85,7 @@ class Gateway:
         a = cfg.api
         self.webhooks = Webhooks(a.webhooks, a.webhook_timeout, a.webhook_retries, a.webhook_backoff, a.webhook_backoff_max,
                                  a.webhook_queue, on_result=lambda url, outcome: self.metrics_.webhooks.labels(url, outcome).inc())
-        self.watcher = Watcher(self.registry.watches, self._newest, self._watch_ask, self._publish,
+        self.watcher = Watcher(self.registry.watches, self._timeline, self._watch_ask, self._publish,
                                on_change=self.registry.save, poll=a.watch_poll)
 
     def app(self) -> web.Application:
@@ -181,6 +181,7 @@ class Gateway:
     async def close(self) -> None:
         """Stop the watches, webhooks and the ingests that run here (the runtime keeps the streams' memories)."""
         await self.watcher.close()
+        self.registry.save()  # the watches' states as they are now
         await self.webhooks.close()
         for stream_id in list(self.whip_streams):
             await self._close_whip(stream_id)
@@ -248,14 +249,13 @@ class Gateway:
         self.registry.save()
         return _reply(request, {"removed": w.id})
 
-    async def _newest(self, stream_id: str) -> dict | None:
-        timeline = await self._call(self.controller.timeline.remote(stream_id))
-        return timeline[-1] if timeline else None
+    async def _timeline(self, stream_id: str) -> list[dict]:
+        return await self._call(self.controller.timeline.remote(stream_id))
 
-    async def _watch_ask(self, stream_id: str, question: str, start: float | None, options: list | None) -> dict:
+    async def _watch_ask(self, stream_id: str, question: str, start: float, end: float, options: list | None) -> dict:
         self.metrics_.watch_evaluations.labels(stream_id).inc()
         try:
-            return await self._call(self.controller.ask.remote(stream_id, question, start, None, options))
+            return await self._call(self.controller.ask.remote(stream_id, question, start, end, options))
         except Exception:
             self.metrics_.watch_errors.labels(stream_id).inc()
             raise

@@ -13,11 +13,13 @@ only its own question forms: "When did a red circle last enter?" finds the entry
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote
 
-from models.answerer import Answerer
-from stream.memory import MemoryEntry
+if TYPE_CHECKING:  # the gateway reads queries here without loading torch; the LLM actor ranks
+    from models.answerer import Answerer
+    from models.vlm.answerer import VLMAnswerer
+    from stream.memory import MemoryEntry
 
 
 class SearchError(ValueError):
@@ -65,13 +67,16 @@ class SearchQuery:
         return cls(q, streams, window["start"], window["end"], limit)
 
 
-def rank(answerer: Answerer, memories: dict[str, Sequence[MemoryEntry]], query: str, limit: int) -> list[dict]:
-    """The `limit` entries of `memories` (stream id -> entries in time order) most relevant to `query`."""
+def rank(answerer: Answerer | VLMAnswerer, memories: dict[str, Sequence[MemoryEntry]], query: str,
+         limit: int) -> list[dict]:
+    """The `limit` entries of `memories` (stream id -> entries in time order) most relevant to `query`. An
+    answerer without `relevance` (a pretrained VLM's) ranks by its selection `scores`."""
     answerer.question_ids(query)  # refuses an empty or too long query (QuestionError)
+    score = getattr(answerer, "relevance", answerer.scores)
     scored = []
     for sid, entries in memories.items():
         if entries:
-            scores = answerer.relevance(entries, query).tolist()
+            scores = score(entries, query).tolist()
             scored += [(s, sid, e) for s, e in zip(scores, entries)]
     scored.sort(key=lambda x: -x[0])
     return [{"stream": sid, "entry": e.id, "start": e.start, "end": e.end, "level": e.level, "score": s,

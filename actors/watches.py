@@ -11,8 +11,8 @@ quiet (disarmed) until the answer has not matched for `clear_s` seconds of strea
 lasts many cubes is one alert, and a flicker of one wrong answer neither ends it nor starts a new one.
 `cooldown_s` (stream seconds from one alert to the next) bounds the rate whatever the answers do.
 
-`Watcher` is the loop that runs the watches of every stream: it looks for newly closed cubes, asks, updates
-the states and publishes the firings. It talks to the runtime through two callables, so it runs without Ray
+`Watcher` is the loop that runs the watches of every stream: it looks for newly closed cubes, asks over
+each, updates the states and publishes the firings. It talks to the runtime through two callables, so it runs without Ray
 in tests.
 """
 from __future__ import annotations
@@ -153,22 +153,23 @@ class Firing:
     entry: int  # its memory entry (for the thumbnail)
 
 
-Newest = Callable[[str], Awaitable[dict | None]]  # stream id -> its newest memory entry (timeline row), or None
-Ask = Callable[[str, str, float | None, list | None], Awaitable[dict]]  # stream, question, start, options -> answer
+Timeline = Callable[[str], Awaitable[list[dict]]]  # stream id -> its memory entries (timeline rows), oldest first
+Ask = Callable[[str, str, float, float, list | None], Awaitable[dict]]  # stream, question, start, end, options -> answer
 Publish = Callable[[Firing], Awaitable[None]]
+
+BACKLOG = 16  # at most this many closed cubes a watch catches up on at once (after a stall, or when it starts)
 
 
 class Watcher:
-    """Runs every watch: each `poll` seconds, for each stream with watches whose newest entry is newer than
-    what its watches last saw, asks each watch's question over the window ending there and updates its state.
-    Cubes that closed between two looks are covered by the window, not evaluated one by one."""
+    """Runs every watch: each `poll` seconds, for each stream with watches, evaluates each watch on every cube
+    closed since the last it saw (oldest first, each over the `window_s` seconds ending with that cube), so
+    the hysteresis sees every cube even when several closed between two looks. A new watch starts at the
+    newest cube."""
 
-    def __init__(self, watches: dict[str, Watch], newest: Newest, ask: Ask, publish: Publish,
+    def __init__(self, watches: dict[str, Watch], timeline: Timeline, ask: Ask, publish: Publish,
                  on_change: Callable[[], None], poll: float = 0.25):
-        self.watches, self.newest, self.ask, self.publish = watches, newest, ask, publish
+        self.watches, self.timeline, self.ask, self.publish = watches, timeline, ask, publish
         self.on_change, self.poll = on_change, poll
-        self.evaluations = 0
-        self.errors = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -191,29 +192,27 @@ class Watcher:
             await asyncio.sleep(self.poll)
 
     async def step(self, stream: str, watches: list[Watch]) -> None:
-        """Evaluate `watches` (all of `stream`) on its newest cube, if it is new to them."""
+        """Evaluate `watches` (all of `stream`) on the cubes closed since each last looked."""
         try:
-            entry = await self.newest(stream)
+            entries = await self.timeline(stream)
         except Exception as e:  # the stream is gone or its encoder busy: look again next time
             log.debug("watcher: %s: %r", stream, e)
             return
-        if entry is None:
-            return
         changed = False
         for w in watches:
-            if w.state.last_end is not None and entry["end"] <= w.state.last_end:
-                continue
-            try:
-                a = await self.ask(stream, w.question, max(0.0, entry["end"] - w.window_s), w.options)
-            except Exception as e:
-                self.errors += 1
-                log.warning("watch %s on %s: %r", w.id, stream, e)
-                continue
-            self.evaluations += 1
-            armed = w.state.armed
-            fired = w.state.update(w.fires_on(a["text"]), entry["start"], entry["end"], w.confirm, w.clear_s, w.cooldown_s)
-            changed |= w.state.armed != armed  # saved on a change of phase, not on every cube
-            if fired and self.watches.get(w.id) is w:  # not removed while it was asked
-                await self.publish(Firing(w, a["text"], entry["start"], entry["end"], entry["id"]))
+            last = w.state.last_end
+            new = [e for e in entries if last is None or e["end"] > last][-(1 if last is None else BACKLOG):]
+            for entry in new:
+                try:
+                    a = await self.ask(stream, w.question, max(0.0, entry["end"] - w.window_s), entry["end"], w.options)
+                except Exception as e:  # this cube is tried again on the next look
+                    log.warning("watch %s on %s: %r", w.id, stream, e)
+                    break
+                armed = w.state.armed
+                fired = w.state.update(w.fires_on(a["text"]), entry["start"], entry["end"], w.confirm, w.clear_s,
+                                       w.cooldown_s)
+                changed |= w.state.armed != armed  # saved on a change of phase, not on every cube
+                if fired and self.watches.get(w.id) is w:  # not removed while it was asked
+                    await self.publish(Firing(w, a["text"], entry["start"], entry["end"], entry["id"]))
         if changed:
             self.on_change()

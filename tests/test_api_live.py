@@ -225,10 +225,11 @@ def test_search_ranks_the_entry_of_a_known_event_first(client, watched):
     """Each object of a look no other object had entered the yard once: asked when it entered, the entry holding
     its entry comes first (an entry of the door camera where one of the same look entered there is a match too)."""
     worlds = {"yard": SynthWorld(**SEARCHED, width=64, height=64), "door": SynthWorld(**WATCHED, width=64, height=64)}
-    newest = client.timeline("yard")[-1]["end"]
-    enters = {sid: [e for e in w.events_until(newest - 10) if e.kind == "enter"] for sid, w in worlds.items()}
+    timeline = client.timeline("yard")
+    enters = {sid: [e for e in w.events_until(timeline[-1]["end"] - 10) if e.kind == "enter"] for sid, w in worlds.items()}
     once = Counter((e.colour, e.shape) for e in enters["yard"])
-    known = [e for e in enters["yard"] if once[(e.colour, e.shape)] == 1]
+    # past the stream's first seconds, whose frames a busy machine may drop while the stream starts
+    known = [e for e in enters["yard"] if once[(e.colour, e.shape)] == 1 and e.t > 20]
     assert len(known) >= 3
     ranks = []
     for e in known:
