@@ -119,24 +119,26 @@ def cmd_eval(args) -> int:
 def cmd_eval_dataset(args) -> int:
     """`eval --dataset DIR --format F`: a video QA benchmark replayed live, beside the recent-frames baseline."""
     import json
+    import os
 
     from actors.benchmark import profile_methods, replay, table
-    from actors.worker import load_models
     from configs import load_config
-    from models.checkpoint import load_model
+    from models.checkpoint import load_model, load_stage1
     from stream.datasets import load_dataset
 
     if not args.format:
         raise SystemExit("eval --dataset needs --format (ovo, streamingbench or llava)")
     cfg = load_config(args.config, overrides=settings(args.set))
+    if args.stage1:
+        cfg.stage1 = os.path.abspath(args.stage1)
     dataset = load_dataset(args.dataset, args.format)
     for p in dataset.problems:
         print(f"skipped {p.where}: {p.reason}")
-    encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
-    if args.stage1:
-        from models.checkpoint import load_stage1
-
-        load_stage1(encoder, llm, args.stage1)
+    encoder = llm = None
+    if args.checkpoint and not cfg.model.vlm:
+        encoder, llm = load_model(cfg, args.checkpoint)
+        if cfg.stage1:
+            load_stage1(encoder, llm, cfg.stage1)
     results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
     print(f"\n{args.dataset} ({args.format}): {len(dataset.items)} questions, replayed live at "
           f"{results['fps']:g} fps\n")
