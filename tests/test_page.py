@@ -106,6 +106,16 @@ def shoot(page, name: str) -> None:
     page.set_viewport_size(DESKTOP)
 
 
+@pytest.fixture(scope="module")
+def cam1(server):
+    """A live synthetic stream with a few cubes in its memory."""
+    client = Client(server.url, ADMIN)
+    if "cam1" not in [s["id"] for s in client.streams()]:
+        client.add("cam1", SYNTH)
+    until(lambda: len(client.timeline("cam1")) >= 3, "three cubes of cam1")
+    return "cam1"
+
+
 def until(cond, what: str, deadline: float = WAIT_MS / 1000):
     """Polls `cond` (which reads the page through Playwright) until it is truthy. The page's
     Content-Security-Policy forbids eval, so Playwright's wait_for_function cannot run in it."""
@@ -132,19 +142,18 @@ def test_a_wrong_token_gets_a_clear_message(page, server):
     shoot(page, "01-wrong-token")
 
 
-def test_admin_watches_a_live_stream_and_asks(page, server):
+def test_an_admin_adds_and_removes_a_stream_and_sees_refusals(page, server):
     sign_in(page, server.url, ADMIN)
     page.locator("#role").filter(has_text="admin").wait_for()
     assert page.evaluate("sessionStorage.getItem('cubestream.token')") == ADMIN  # the tab keeps it, no URL holds it
     assert ADMIN not in page.url
 
-    # an admin adds the stream from the page; the server's refusal of a bad one is shown
-    page.get_by_label("Stream id").fill("cam1")
+    page.get_by_label("Stream id").fill("lobby")
     page.get_by_label("Source").fill(SYNTH)
-    page.get_by_role("button", name="Add stream").click()
-    card = page.locator('[data-stream="cam1"]')
+    page.get_by_label("Source").press("Enter")
+    card = page.locator('[data-stream="lobby"]')
     card.locator(".state").filter(has_text="connected").wait_for()
-    page.get_by_label("Stream id").fill("cam1")
+    page.get_by_label("Stream id").fill("lobby")
     page.get_by_label("Source").fill(SYNTH)
     page.get_by_role("button", name="Add stream").click()
     page.locator("#add-msg").filter(has_text="409").wait_for()
@@ -153,46 +162,63 @@ def test_admin_watches_a_live_stream_and_asks(page, server):
     page.get_by_label("Source").fill("ftp://camera/x")
     page.get_by_role("button", name="Add stream").click()
     page.locator("#add-msg").filter(has_text="400").wait_for()
+    assert "unsupported source" in page.locator("#add-msg").inner_text()
     shoot(page, "02-add-refused")
 
-    # the timeline fills and grows live; the stream's card shows its newest thumbnail and counters
-    page.get_by_role("button", name="Show stream cam1").click()
+    page.once("dialog", lambda d: d.accept())  # "Remove stream lobby? Its memory is deleted."
+    page.get_by_role("button", name="Remove stream lobby").click()
+    card.wait_for(state="detached")
+    assert "lobby" not in [s["id"] for s in Client(server.url, ADMIN).streams()]
+
+
+def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page, server, cam1):
+    sign_in(page, server.url, ADMIN)
+    card = page.locator(f'[data-stream="{cam1}"]')
+    card.locator(".state").filter(has_text="connected").wait_for()
+    page.get_by_role("button", name=f"Show stream {cam1}").click()
     timeline = page.locator("#timeline")
     entries = lambda: int(timeline.get_attribute("data-entries") or 0)  # noqa: E731
     before = until(lambda: entries() >= 3 and entries(), "three entries on the timeline")
     until(lambda: entries() > before, "the timeline to grow")
     assert timeline.locator("button.cube").count() == entries()
-    card.locator("img.thumb[src^='blob:']").wait_for()
-    assert int(card.locator("dt:text-is('frames') + dd").inner_text()) > 0
     assert timeline.locator("button.cube[data-level='0']").count() >= 1
+    card.locator("img.thumb[src^='blob:']").wait_for()  # its newest thumbnail
+    assert int(card.locator("dt:text-is('frames') + dd").inner_text()) > 0
     shoot(page, "03-live-stream")
 
-    # an entry, clicked: its thumbnail and span; the keyboard moves along the timeline
+    # an entry, clicked: its thumbnail and span; the arrow keys move along the timeline
     first = timeline.locator("button.cube").first
     first.click()
     page.locator("#entry-img[src^='blob:']").wait_for()
     caption = page.locator("#entry-caption").inner_text()
-    assert "entry" in caption and "–" in caption
+    assert f"{cam1} · entry" in caption and "–" in caption
     first.press("ArrowRight")
     until(lambda: page.locator("#entry-caption").inner_text() != caption, "the next entry's caption")
     assert page.locator("#timeline button.cube:focus").count() == 1
     shoot(page, "04-entry")
 
-    # a question: the answer, and its cited spans highlighted on the timeline
-    page.get_by_label("Question about this stream").fill("what colour is the square ?")
-    page.get_by_label("Question about this stream").press("Enter")
-    page.locator("#answer-text").wait_for()
-    assert page.locator("#answer-text").inner_text().strip()
+    # a question: the answer, and exactly the entries of its cited spans highlighted on the timeline
+    question = page.get_by_label("Question about this stream")
+    question.fill("what colour is the square ?")
+    with page.expect_response(lambda r: r.url.endswith(f"/streams/{cam1}/ask")) as reply:
+        question.press("Enter")
+    answer = reply.value.json()
+    assert answer["citations"]
+    page.locator("#answer-text").filter(has_text=answer["text"]).wait_for()
+    assert page.locator("#citations button").count() == len(answer["citations"])
     page.locator("#timeline button.cube.cited").first.wait_for()
-    cited = page.locator("#citations button")
-    assert cited.count() >= 1
-    answer = Client(server.url, ADMIN).ask("cam1", "what colour is the square ?")
-    assert answer["citations"], "the API cites spans too"
+    cubes = timeline.locator("button.cube")
+    spans = [(float(cubes.nth(i).get_attribute("data-start")), float(cubes.nth(i).get_attribute("data-end")),
+              "cited" in cubes.nth(i).get_attribute("class")) for i in range(cubes.count())]
+    for start, end, cited in spans:
+        assert cited == any(start < c["end"] and c["start"] < end or (start, end) == (c["start"], c["end"])
+                            for c in answer["citations"])
     shoot(page, "05-answer")
 
 
-def test_the_server_going_away_shows_disconnected_then_recovers(page, server):
+def test_the_server_going_away_shows_disconnected_then_recovers(page, server, cam1):
     sign_in(page, server.url, ADMIN)
+    page.locator(f'[data-stream="{cam1}"]').wait_for()
     page.locator("#conn").filter(has_text="connected").wait_for()
     server.stop()
     try:
@@ -203,6 +229,6 @@ def test_the_server_going_away_shows_disconnected_then_recovers(page, server):
         server.start()
     page.locator("#conn").filter(has_text="connected").filter(has_not_text="dis").wait_for()
     assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
-    Client(server.url, ADMIN).add("cam2", SYNTH)  # a new runtime: its streams appear on the page as they come
+    Client(server.url, ADMIN).add("cam2", SYNTH)  # the page follows the new runtime's streams as they come
     page.locator('[data-stream="cam2"] .state').filter(has_text="connected").wait_for()
     shoot(page, "07-recovered")

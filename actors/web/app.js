@@ -8,6 +8,7 @@ const TOKEN_KEY = "cubestream.token";
 const POLL_MS = 2000;
 const MAX_THUMBS = 400; // object URLs kept; the oldest are released
 const MAX_ALERTS = 50;
+const RECENT_ALERTS = 10; // shown on sign-in, before live ones
 
 const S = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -169,6 +170,7 @@ function signOut(message = "", kind = "info") {
   S.timeline = [];
   S.entry = null;
   S.cited = [];
+  S.lastEventId = null;
   for (const url of thumbs.values()) if (typeof url === "string") URL.revokeObjectURL(url);
   thumbs.clear();
   for (const id of ["streams", "timeline", "axis", "citations", "results", "alerts", "watches"]) $(id).replaceChildren();
@@ -370,6 +372,8 @@ function renderTimeline() {
     b.style.width = `${((e.end - e.start) / width) * 100}%`;
     b.style.setProperty("--lane", levels.indexOf(e.level));
     b.dataset.level = e.level;
+    b.dataset.start = e.start;
+    b.dataset.end = e.end;
     b.classList.toggle("cited", S.cited.some((c) => overlaps(e, c)));
     b.classList.toggle("current", S.entry !== null && S.entry.id === e.id);
     b.tabIndex = e.id === focusable ? 0 : -1;
@@ -447,6 +451,19 @@ function showCited(c) {
   }
 }
 
+// A stream's span from elsewhere (a search result, an alert): its timeline, the span highlighted, its entry shown.
+async function showSpan(streamId, start, end) {
+  select(streamId);
+  S.cited = [{ start, end }];
+  $("answer").hidden = true;
+  try {
+    await loadTimeline();
+  } catch (e) {
+    return;
+  }
+  if (S.selected === streamId) showCited(S.cited[0]);
+}
+
 // -- streams: add and remove (admin) ----------------------------------------------------------------
 
 async function addStream(id, source) {
@@ -499,7 +516,7 @@ function resultItem(r) {
   return el("li", { class: "result" }, img,
     el("div", {},
       el("button", { type: "button", class: "linkish", text: `${r.stream} · ${span(r.start, r.end)}`,
-        onclick: () => { select(r.stream); S.cited = [{ start: r.start, end: r.end }]; } }),
+        onclick: () => showSpan(r.stream, r.start, r.end) }),
       typeof r.score === "number" ? el("p", { class: "small muted", text: `score ${r.score.toFixed(3)}` }) : null));
 }
 
@@ -526,15 +543,18 @@ async function loadWatches() {
   }
 }
 
-async function addWatch(question, answer, cooldown) {
+const list = (text) => text.split(",").map((x) => x.trim()).filter((x) => x);
+
+async function addWatch(question, answers, options, cooldown) {
   const id = S.selected;
   try {
     const body = { question };
-    if (answer) body.answer = answer;
+    if (answers.length) body.answer = answers;
+    if (options.length) body.options = options;
     if (cooldown !== "") body.cooldown_s = Number(cooldown);
     await api("POST", `/streams/${sid(id)}/watches`, body);
     say("watches-msg", "Watch added.", "info");
-    $("watch-question").value = "";
+    for (const f of ["watch-question", "watch-answer", "watch-options"]) $(f).value = "";
     loadWatches();
   } catch (e) {
     say("watches-msg", refusal(e));
@@ -557,6 +577,19 @@ async function followEvents() {
   const control = new AbortController();
   S.events = control;
   const generation = S.generation;
+  if (S.lastEventId === null) { // first: the newest few alerts, then live ones after them (not the whole log)
+    try {
+      const recent = await api("GET", `/events?limit=${RECENT_ALERTS}`);
+      if (generation !== S.generation) return;
+      for (const a of recent) onEvent({ data: JSON.stringify(a) });
+      S.lastEventId = String(recent.length ? recent[recent.length - 1].id : 0);
+    } catch (e) {
+      if (e.status === 404) $("alerts-state").textContent = "This server has no alert feed.";
+      else if (e.status) $("alerts-state").textContent = refusal(e);
+      return; // unreachable: setConnected starts this again once the server answers
+
+    }
+  }
   let delay = 1000;
   while (generation === S.generation && !control.signal.aborted) {
     const headers = { Authorization: `Bearer ${S.token}`, Accept: "text/event-stream" };
@@ -626,7 +659,7 @@ function onEvent(ev) {
   const item = el("li", { class: "result alert" }, img,
     el("div", {},
       el("button", { type: "button", class: "linkish", text: `${a.stream} · ${span(a.start, a.end)}`,
-        onclick: () => { select(a.stream); S.cited = [{ start: a.start, end: a.end }]; } }),
+        onclick: () => showSpan(a.stream, a.start, a.end) }),
       el("p", { class: "small", text: `${typeof question === "string" ? question : ""}${a.answer ? ` → ${a.answer}` : ""}` }),
       a.time ? el("p", { class: "small muted", text: new Date(a.time * 1000).toLocaleTimeString() }) : null));
   $("alerts").prepend(item);
@@ -648,8 +681,8 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("add-stream", () => addStream($("add-id").value.trim(), $("add-source").value.trim()));
   onSubmit("ask-form", () => ask($("question").value.trim()));
   onSubmit("search-form", () => search($("search-q").value.trim()));
-  onSubmit("watch-form", () => addWatch($("watch-question").value.trim(), $("watch-answer").value.trim(),
-    $("watch-cooldown").value.trim()));
+  onSubmit("watch-form", () => addWatch($("watch-question").value.trim(), list($("watch-answer").value),
+    list($("watch-options").value), $("watch-cooldown").value.trim()));
   $("signout").addEventListener("click", () => signOut("Signed out.", "info"));
   if (S.token) signIn(S.token);
   else $("token").focus();
