@@ -57,6 +57,7 @@ def server(tmp_path_factory):
         "runtime": {"snapshot_dir": str(tmp_path_factory.mktemp("snapshots")), "request_timeout": 60.0,
                     "health_interval": 0.5},
         "server": {"port": 0},
+        "memory": {"token_budget": 32},  # a few cubes, then merges: the timeline shows several levels soon
     })
     owns_ray = not ray.is_initialized()
     if owns_ray:
@@ -177,11 +178,12 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
     card.locator(".state").filter(has_text="connected").wait_for()
     page.get_by_role("button", name=f"Show stream {cam1}").click()
     timeline = page.locator("#timeline")
-    entries = lambda: int(timeline.get_attribute("data-entries") or 0)  # noqa: E731
-    before = until(lambda: entries() >= 3 and entries(), "three entries on the timeline")
-    until(lambda: entries() > before, "the timeline to grow")
-    assert timeline.locator("button.cube").count() == entries()
-    assert timeline.locator("button.cube[data-level='0']").count() >= 1
+    until(lambda: int(timeline.get_attribute("data-entries") or 0) >= 3, "three entries on the timeline")
+    end = float(timeline.get_attribute("data-end"))
+    until(lambda: float(timeline.get_attribute("data-end")) > end, "the timeline to grow")
+    until(lambda: timeline.locator("button.cube:not([data-level='0'])").count(), "merged entries (a level above 0)")
+    assert timeline.locator("button.cube").count() == int(timeline.get_attribute("data-entries"))
+    assert timeline.locator(".lane-label").count() >= 2
     card.locator("img.thumb[src^='blob:']").wait_for()  # its newest thumbnail
     assert int(card.locator("dt:text-is('frames') + dd").inner_text()) > 0
     shoot(page, "03-live-stream")

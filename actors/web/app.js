@@ -354,6 +354,7 @@ function renderTimeline() {
   const levels = [...new Set(entries.map((e) => e.level))].sort((a, b) => a - b);
   box.style.setProperty("--lanes", levels.length);
   box.dataset.entries = entries.length;
+  box.dataset.end = t1;
   // lane labels
   const labels = levels.map((lv, i) => el("span", { class: "lane-label", style: { "--lane": i }, text: `L${lv}` }));
   for (const old of box.querySelectorAll(".lane-label")) old.remove();
