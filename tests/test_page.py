@@ -6,6 +6,7 @@ Each state the page reaches is screenshotted at desktop and phone widths into $C
 state with a generous deadline; nothing asserts on how long anything took.
 """
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def server(tmp_path_factory):
                     "health_interval": 0.5},
         "server": {"port": 0},
         "memory": {"token_budget": 32},  # a few cubes, then merges: the timeline shows several levels soon
+        "api": {"viewer_tokens": [VIEWER]},
     })
     owns_ray = not ray.is_initialized()
     if owns_ray:
@@ -218,6 +220,64 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
     shoot(page, "05-answer")
 
 
+def test_a_viewer_sees_no_admin_controls(page, server, cam1):
+    sign_in(page, server.url, VIEWER)
+    page.locator("#role").filter(has_text="viewer").wait_for()
+    page.get_by_role("button", name=f"Show stream {cam1}").click()
+    page.locator("#watches-empty").wait_for()  # the stream's watches have loaded
+    page.locator("#timeline button.cube").first.wait_for()
+    assert page.locator(".admin-only:visible").count() == 0
+    assert page.get_by_role("button", name=re.compile("Remove|Add stream|Add watch")).count() == 0
+    assert page.get_by_label("Stream id").count() == 0 or page.get_by_label("Stream id").is_hidden()
+    question = page.get_by_label("Question about this stream")  # a viewer may ask
+    question.fill("what colour is the square ?")
+    question.press("Enter")
+    page.locator("#timeline button.cube.cited").first.wait_for()
+    shoot(page, "08-viewer")
+
+
+def test_an_admin_adds_a_watch_and_its_alert_arrives_live(page, server, cam1):
+    sign_in(page, server.url, ADMIN)
+    page.get_by_role("button", name=f"Show stream {cam1}").click()
+    page.locator("#watches-empty").wait_for()
+    page.locator("#alerts-state").filter(has_text="Live").wait_for()  # following the SSE feed
+    assert page.locator("#alerts li").count() == 0
+    page.get_by_label("Question", exact=True).fill("Is the red square still there?")
+    page.get_by_label(re.compile("Answers that fire it")).fill("yes, no")  # fires on the next closed cube
+    page.get_by_label(re.compile("Answer choices")).fill("yes, no")
+    page.get_by_label(re.compile("Cool-down")).fill("0")
+    page.get_by_role("button", name="Add watch").click()
+    page.locator("#watches li").filter(has_text="red square").wait_for()
+    alert = page.locator("#alerts li").first
+    alert.wait_for()  # it arrived over SSE: the list read at sign-in was empty
+    alert.locator("img.thumb[src^='blob:']").wait_for()
+    assert cam1 in alert.inner_text() and "red square" in alert.inner_text()
+    shoot(page, "09-alert")
+
+    alert.get_by_role("button").click()  # its span, on its stream's timeline
+    page.locator("#timeline button.cube.cited").first.wait_for()
+    page.get_by_role("button", name=re.compile("Remove watch")).click()
+    page.locator("#watches-empty").wait_for()
+    assert Client(server.url, ADMIN).watches(cam1) == []
+
+
+def test_search_across_streams_shows_results_with_thumbnails(page, server, cam1):
+    sign_in(page, server.url, ADMIN)
+    box = page.get_by_label("Search every stream's history")
+    box.fill("When did a red circle last enter?")
+    with page.expect_response(lambda r: "/search?" in r.url) as reply:
+        box.press("Enter")
+    found = reply.value.json()
+    assert found, "the search found entries"
+    results = page.locator("#results li")
+    results.first.locator("img.thumb[src^='blob:']").wait_for()
+    assert results.count() == len(found)
+    assert f"{found[0]['stream']} · " in results.first.inner_text()
+    results.first.get_by_role("button").click()
+    page.locator("#timeline button.cube.cited").first.wait_for()
+    shoot(page, "10-search")
+
+
 def test_the_server_going_away_shows_disconnected_then_recovers(page, server, cam1):
     sign_in(page, server.url, ADMIN)
     page.locator(f'[data-stream="{cam1}"]').wait_for()
@@ -231,6 +291,8 @@ def test_the_server_going_away_shows_disconnected_then_recovers(page, server, ca
         server.start()
     page.locator("#conn").filter(has_text="connected").filter(has_not_text="dis").wait_for()
     assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
+    page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="connected").wait_for()  # restored by the registry
+    page.locator("#alerts-state").filter(has_text="Live").wait_for()  # the alert feed followed again
     Client(server.url, ADMIN).add("cam2", SYNTH)  # the page follows the new runtime's streams as they come
     page.locator('[data-stream="cam2"] .state').filter(has_text="connected").wait_for()
     shoot(page, "07-recovered")
