@@ -29,6 +29,7 @@ DESKTOP = {"width": 1400, "height": 900}
 PHONE = {"width": 390, "height": 844}
 ADMIN, VIEWER = "admin-secret", "viewer-secret"
 SYNTH = "synth://?seed=3&fps=4&speed=2"  # twice real time: cubes form sooner
+DEAD_CAMERA = "rtsp://127.0.0.1:9/none"  # nothing listens on the discard port
 WAIT_MS = 90_000
 
 
@@ -137,7 +138,9 @@ def sign_in(page, url: str, token: str) -> None:
 
 
 def test_a_wrong_token_gets_a_clear_message(page, server):
-    sign_in(page, server.url, "not-the-token")
+    page.goto(server.url + "/")
+    page.keyboard.type("not-the-token")  # the token field has the focus: keyboard only
+    page.keyboard.press("Enter")
     message = page.locator("#signin-msg")
     message.filter(has_text="refused").wait_for()
     assert "401" in message.inner_text()
@@ -151,13 +154,16 @@ def test_an_admin_adds_and_removes_a_stream_and_sees_refusals(page, server):
     assert page.evaluate("sessionStorage.getItem('cubestream.token')") == ADMIN  # the tab keeps it, no URL holds it
     assert ADMIN not in page.url
 
-    page.get_by_label("Stream id").fill("lobby")
-    page.get_by_label("Source").fill(SYNTH)
+    # a camera that does not answer: the page shows it reconnecting, with the source's last error
+    page.get_by_label("Stream id").fill("door")
+    page.get_by_label("Source").fill(DEAD_CAMERA)
     page.get_by_label("Source").press("Enter")
-    card = page.locator('[data-stream="lobby"]')
-    card.locator(".state").filter(has_text="connected").wait_for()
-    page.get_by_label("Stream id").fill("lobby")
-    page.get_by_label("Source").fill(SYNTH)
+    card = page.locator('[data-stream="door"]')
+    card.locator(".state").filter(has_text="reconnecting").wait_for()
+    card.locator(".error").filter(has_text="last error").wait_for()
+    # the server's refusals, as it words them
+    page.get_by_label("Stream id").fill("door")
+    page.get_by_label("Source").fill(DEAD_CAMERA)
     page.get_by_role("button", name="Add stream").click()
     page.locator("#add-msg").filter(has_text="409").wait_for()
     assert "exists" in page.locator("#add-msg").inner_text()
@@ -168,10 +174,10 @@ def test_an_admin_adds_and_removes_a_stream_and_sees_refusals(page, server):
     assert "unsupported source" in page.locator("#add-msg").inner_text()
     shoot(page, "02-add-refused")
 
-    page.once("dialog", lambda d: d.accept())  # "Remove stream lobby? Its memory is deleted."
-    page.get_by_role("button", name="Remove stream lobby").click()
+    page.once("dialog", lambda d: d.accept())  # "Remove stream door? Its memory is deleted."
+    page.get_by_role("button", name="Remove stream door").click()
     card.wait_for(state="detached")
-    assert "lobby" not in [s["id"] for s in Client(server.url, ADMIN).streams()]
+    assert "door" not in [s["id"] for s in Client(server.url, ADMIN).streams()]
 
 
 def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page, server, cam1):

@@ -247,8 +247,9 @@ async function newestThumbnail(stream) {
   const newest = [...timeline].reverse().find((e) => e.thumbnail);
   const img = document.querySelector(`[data-stream="${CSS.escape(stream.id)}"] img.thumb`);
   if (!img) return;
-  setImage(img, newest ? await thumbnail(stream.id, newest.id) : null,
-    newest ? `newest frame of ${stream.id}, ${span(newest.start, newest.end)}` : "");
+  const url = newest ? await thumbnail(stream.id, newest.id) : null;
+  setImage(img, url, newest ? `newest frame of ${stream.id}, ${span(newest.start, newest.end)}` : "");
+  img.nextElementSibling.hidden = !!url;
 }
 
 const STATE_TEXT = { connected: "connected", connecting: "connecting", reconnecting: "reconnecting",
@@ -291,6 +292,7 @@ function streamCard(id) {
   const admin = S.role === "admin";
   return el("li", { class: "stream", "data-stream": id },
     el("img", { class: "thumb", alt: "", hidden: true, width: 96, height: 96 }),
+    el("div", { class: "thumb none", text: "no image yet" }),
     el("div", { class: "info" },
       el("div", { class: "head" },
         el("button", { type: "button", class: "pick", "aria-pressed": "false", text: id,
