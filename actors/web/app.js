@@ -50,6 +50,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Only on change: a live region (a stream's state) re-announces whatever is written into it.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function say(id, text, kind = "error") {
   const node = $(id);
   node.textContent = text || "";
@@ -271,11 +276,11 @@ function renderStreams() {
     card.querySelector(".pick").setAttribute("aria-pressed", String(s.id === S.selected));
     const badge = card.querySelector(".state");
     badge.dataset.state = state;
-    badge.textContent = STATE_TEXT[state] || state;
+    setText(badge, STATE_TEXT[state] || state);
     const err = card.querySelector(".error");
-    err.textContent = src.last_error ? `last error: ${src.last_error}` : "";
+    setText(err, src.last_error ? `last error: ${src.last_error}` : "");
     err.hidden = !src.last_error;
-    card.querySelector(".spec").textContent = s.spec || src.spec || "";
+    setText(card.querySelector(".spec"), s.spec || src.spec || "");
     const counters = [
       ["frames", enc.frames], ["cubes", enc.cubes], ["entries", enc.entries], ["tokens", enc.memory_tokens],
       ["decoded", src.frames_decoded], ["dropped", src.frames_dropped], ["reconnects", src.reconnects],
