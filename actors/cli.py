@@ -133,6 +133,10 @@ def cmd_eval_dataset(args) -> int:
     for p in dataset.problems:
         print(f"skipped {p.where}: {p.reason}")
     encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
+    if args.stage1:
+        from models.checkpoint import load_stage1
+
+        load_stage1(encoder, llm, args.stage1)
     results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
     print(f"\n{args.dataset} ({args.format}): {len(dataset.items)} questions, replayed live at "
           f"{results['fps']:g} fps\n")
@@ -140,6 +144,30 @@ def cmd_eval_dataset(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"dataset": str(args.dataset), "format": args.format} | results, f, indent=2)
+    return 0
+
+
+def cmd_train_stage1(args) -> int:
+    """Stage-1 training of the streaming modules under the profile's frozen vision tower and LLM, on Ray Train."""
+    import os
+
+    import ray
+
+    from actors.train_ray import Stage1Settings, train_stage1
+    from configs import load_config
+
+    cfg = load_config(args.config, overrides=settings(args.set))
+    s = Stage1Settings(dataset=os.path.abspath(args.dataset), format=args.format, steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, clip_seconds=args.clip_seconds, fps=args.fps,
+                       save_every=args.save_every, train_projector=not args.no_projector,
+                       checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else None, seed=args.seed)
+    ray.init(address=args.address, include_dashboard=False)
+    result = train_stage1(cfg, s, os.path.abspath(args.storage) if "://" not in args.storage else args.storage,
+                          args.name, workers=args.workers, use_gpu=args.gpu,
+                          resume_from=os.path.abspath(args.resume_from) if args.resume_from else None)
+    print("final: " + " ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    print(f"checkpoint: {result.checkpoint.path}  (use it with: cubestream eval --dataset ... --stage1 "
+          f"{result.checkpoint.path})")
     return 0
 
 
@@ -160,17 +188,24 @@ def cmd_serve(args) -> int:
 
     from actors.server import Service
     from configs import load_config
+    from models.vlm import VLMError
 
-    overrides = {"server": {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}}
+    overrides = settings(args.set)
+    overrides["server"] = overrides.get("server", {}) | {k: v for k, v in (("host", args.host), ("port", args.port))
+                                                         if v is not None}
     cfg = load_config(args.config, overrides=overrides)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Service(cfg, address=args.address) as svc:
+    try:
+        svc = Service(cfg, address=args.address).start()
+    except VLMError as e:  # model.vlm that cannot serve: said before anything starts
+        raise SystemExit(f"cubestream: {e}") from None
+    try:
         print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
+    finally:
+        svc.close()
     return 0
 
 
@@ -293,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="join this Ray cluster (e.g. auto) instead of starting a local one")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config value, e.g. model.vlm=Qwen/Qwen2.5-VL-3B-Instruct")
     p.set_defaults(func=cmd_serve)
     for name, fn, help_ in (("add", cmd_add, "add a stream"), ("streams", cmd_streams, "list streams"),
                             ("ask", cmd_ask, "ask a question of a stream")):
@@ -351,7 +388,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, help="frames per second sampled from the videos (default: sampler.fps)")
     p.add_argument("--recent-frames", type=int, help="the recent-frames baseline shows the newest N frames "
                    "(default: as many as fit answer.context_tokens)")
+    p.add_argument("--stage1", help="a stage-1 checkpoint folder (train-stage1): its trained modules over the profile's")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("train-stage1", help="stage 1 on Ray Train: the temporal encoder, cubing head, resampler "
+                       "(and projector) trained under the profile's frozen vision tower and LLM, on a video QA dataset")
+    p.add_argument("--config", default="default")
+    p.add_argument("--dataset", required=True, help="a video QA dataset folder")
+    p.add_argument("--format", required=True, choices=("ovo", "streamingbench", "llava"))
+    p.add_argument("--storage", required=True, help="where checkpoints go: a folder every node sees, or a cloud URI")
+    p.add_argument("--name", default="stage1", help="the run's name; rerun the same name and storage to resume")
+    p.add_argument("--workers", type=int, default=2, help="data-parallel workers (one GPU each with --gpu)")
+    p.add_argument("--gpu", action="store_true", help="a GPU per worker (NCCL); else CPU workers with gloo")
+    p.add_argument("--address", help="the Ray cluster to run on (default: a local one)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=4, help="samples per worker per step")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--clip-seconds", type=float, default=60.0, help="seconds of video before each question")
+    p.add_argument("--fps", type=float, help="frames per second sampled (default: sampler.fps)")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--no-projector", action="store_true", help="keep the projector frozen as well")
+    p.add_argument("--checkpoint", help="the profile's weights to start from (default: its own)")
+    p.add_argument("--resume-from", help="start from this stage-1 checkpoint folder (its step and optimizer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
+    p.set_defaults(func=cmd_train_stage1)
     p = sub.add_parser("export-synth", help="write synthetic worlds as a video dataset: mp4 files + questions in a "
                        "dataset format (ovo, streamingbench, llava)")
     p.add_argument("--out", required=True, help="folder to write (videos/ and <format>.json)")

@@ -7,8 +7,7 @@ log (`stream.questions`): for "ovo" and "streamingbench" asked at times spread o
 replay must answer them from what came before), as multiple choice; for "llava", asked at the video's end,
 with free answers (its training form). Multiple-choice options: the shapes or colours of the world, counts
 0-5 (or up to the truth), yes / no, the pair an order question names or, for "what entered next", the
-object and three others; "when" questions, whose answers are
-times, are left out of the multiple-choice formats.
+object and three others. "When" questions, whose answers are times, are left out.
 """
 from __future__ import annotations
 
@@ -21,7 +20,8 @@ import av
 from stream.questions import make_questions
 from stream.synth import SynthWorld
 
-MC_KINDS = ("shape", "colour", "count", "order", "present")
+# "when" questions are left out: their answers are times, which the default LLM writes by pointing at a cube
+KINDS = ("shape", "colour", "count", "order", "present")
 
 
 def write_video(world: SynthWorld, path: Path, seconds: float, fps: float) -> int:
@@ -74,7 +74,7 @@ def export_synth(out_dir: str | Path, fmt: str, videos: int = 4, seconds: float 
         end = (frames - 1) / fps
         rng = random.Random(seed)
         if fmt == "llava":
-            qs = make_questions(world, end, rng, n=questions)
+            qs = make_questions(world, end, rng, n=questions, kinds=KINDS)
             turns = []
             for q in qs:
                 turns += [{"from": "human", "value": f"<image>\n{q.text}"}, {"from": "gpt", "value": q.answer}]
@@ -83,7 +83,7 @@ def export_synth(out_dir: str | Path, fmt: str, videos: int = 4, seconds: float 
             continue
         # questions asked at times spread over the video's second half, a few at each
         times = sorted({round(end * (0.5 + 0.5 * (i + 1) / questions)) for i in range(questions)})
-        asked = [(t, q) for t in times for q in make_questions(world, float(t), rng, n=2, kinds=MC_KINDS)]
+        asked = [(t, q) for t in times for q in make_questions(world, float(t), rng, n=2, kinds=KINDS)]
         asked = asked[:questions]
         if fmt == "ovo":
             for i, (t, q) in enumerate(asked):
