@@ -28,7 +28,7 @@ SHOTS = Path(os.environ.get("CUBESTREAM_ARTIFACTS") or Path(__file__).resolve().
 DESKTOP = {"width": 1400, "height": 900}
 PHONE = {"width": 390, "height": 844}
 ADMIN, VIEWER = "admin-secret", "viewer-secret"
-SYNTH = "synth://?seed=3&fps=4&speed=2"  # twice real time: cubes form sooner
+SYNTH = "synth://?seed=3&fps=4&speed=3"  # three times real time: cubes form sooner
 DEAD_CAMERA = "rtsp://127.0.0.1:9/none"  # nothing listens on the discard port
 WAIT_MS = 90_000
 
@@ -59,7 +59,7 @@ def server(tmp_path_factory):
         "runtime": {"snapshot_dir": str(tmp_path_factory.mktemp("snapshots")), "request_timeout": 60.0,
                     "health_interval": 0.5},
         "server": {"port": 0},
-        "memory": {"token_budget": 32},  # a few cubes, then merges: the timeline shows several levels soon
+        "memory": {"token_budget": 20},  # a few cubes, then merges: the timeline shows several levels soon
         "api": {"viewer_tokens": [VIEWER]},
     })
     owns_ray = not ray.is_initialized()
@@ -301,6 +301,4 @@ def test_the_server_going_away_shows_disconnected_then_recovers(page, server, ca
     assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
     page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="connected").wait_for()  # restored by the registry
     page.locator("#alerts-state").filter(has_text="Live").wait_for()  # the alert feed followed again
-    Client(server.url, ADMIN).add("cam2", SYNTH)  # the page follows the new runtime's streams as they come
-    page.locator('[data-stream="cam2"] .state').filter(has_text="connected").wait_for()
     shoot(page, "07-recovered")
