@@ -294,6 +294,7 @@ def test_the_server_going_away_shows_disconnected_then_recovers(page, server, ca
     try:
         page.locator("#conn").filter(has_text="disconnected").wait_for()
         assert page.locator("#offline").is_visible()
+        page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="unknown").wait_for()
         shoot(page, "06-disconnected")
     finally:
         server.start()

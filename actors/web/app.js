@@ -127,6 +127,12 @@ function setConnected(ok) {
   conn.textContent = ok ? "connected" : "disconnected — retrying";
   document.body.classList.toggle("offline", !ok);
   $("offline").hidden = ok;
+  if (!ok) { // what the streams do now is not known here
+    for (const badge of document.querySelectorAll("#streams .state")) {
+      badge.dataset.state = "unknown";
+      setText(badge, "unknown");
+    }
+  }
   if (ok && was === false && S.role) { // back: pick the alert stream up again where it left off
     followEvents();
   }
