@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
-
 from actors.client import Client
 from actors.server import Service
 from configs import load_config
 from conftest import need
+from tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,26 +32,6 @@ DEAD_CAMERA = "rtsp://127.0.0.1:9/none"  # nothing listens on the discard port
 WAIT_MS = 90_000
 
 
-class Server:
-    """The service, stoppable and startable again on the same port (what the page sees as the server going
-    away and coming back). Ray stays up in between: only the gateway and the controller's actors go."""
-
-    def __init__(self, cfg):
-        self.cfg, self.svc, self.port = cfg, None, 0
-
-    def start(self) -> "Server":
-        self.svc = Service(self.cfg, token=ADMIN, port=self.port).start()
-        self.port = self.svc.port
-        return self
-
-    def stop(self) -> None:
-        self.svc.close()
-
-    @property
-    def url(self) -> str:
-        return self.svc.url
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cfg = load_config(overrides={
@@ -62,14 +41,8 @@ def server(tmp_path_factory):
         "memory": {"token_budget": 20},  # a few cubes, then merges: the timeline shows several levels soon
         "api": {"viewer_tokens": [VIEWER]},
     })
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    srv = Server(cfg).start()
-    yield srv
-    srv.stop()
-    if owns_ray:
-        ray.shutdown()
+    with Service(cfg, num_cpus=2, token=ADMIN) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
@@ -286,20 +259,30 @@ def test_search_across_streams_shows_results_with_thumbnails(page, server, cam1)
     shoot(page, "10-search")
 
 
-def test_the_server_going_away_shows_disconnected_then_recovers(page, server, cam1):
-    sign_in(page, server.url, ADMIN)
-    page.locator(f'[data-stream="{cam1}"]').wait_for()
-    page.locator("#conn").filter(has_text="connected").wait_for()
-    server.stop()
+def test_the_server_going_away_shows_disconnected_then_recovers(browser, server, cam1):
+    relay = TcpRelay(("127.0.0.1", server.port)).start()  # the page reaches the server through it
+    context = browser.new_context(viewport=DESKTOP)
     try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, relay.url, ADMIN)
+        page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="connected").wait_for()
+        page.locator("#alerts-state").filter(has_text="Live").wait_for()
+        relay.cut()  # the server is gone, as far as the page can tell
         page.locator("#conn").filter(has_text="disconnected").wait_for()
         assert page.locator("#offline").is_visible()
         page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="unknown").wait_for()
+        page.locator("#alerts-state").filter(has_text="reconnecting").wait_for()
         shoot(page, "06-disconnected")
+        relay.start()  # back, on the same address
+        page.locator("#conn").filter(has_text="connected").filter(has_not_text="dis").wait_for()
+        assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
+        page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="connected").wait_for()
+        page.locator("#alerts-state").filter(has_text="Live").wait_for()  # the alert feed followed again
+        shoot(page, "07-recovered")
+        assert not errors, f"the page threw: {errors}"
     finally:
-        server.start()
-    page.locator("#conn").filter(has_text="connected").filter(has_not_text="dis").wait_for()
-    assert page.locator("#app").is_visible() and page.locator("#offline").is_hidden()  # still signed in
-    page.locator(f'[data-stream="{cam1}"] .state').filter(has_text="connected").wait_for()  # restored by the registry
-    page.locator("#alerts-state").filter(has_text="Live").wait_for()  # the alert feed followed again
-    shoot(page, "07-recovered")
+        context.close()
+        relay.close()
