@@ -93,7 +93,8 @@ def build_stage1(cfg: Config, s: Stage1Settings):
 
 def clip_sample(q: VideoQA, fps: float, clip_seconds: float) -> ClipSample:
     """The question's clip: the frames of the `clip_seconds` up to its time (the video's end where it has none)."""
-    frames = list(decode_frames(q.video, fps, until=q.asked_at))
+    since = 0.0 if q.asked_at is None else max(0.0, q.asked_at - clip_seconds)
+    frames = list(decode_frames(q.video, fps, until=q.asked_at, since=since))
     if not frames:
         raise VideoError(f"{q.video}: no frames before t={q.asked_at}")
     end = frames[-1][0]

@@ -34,10 +34,12 @@ FAMILIES = {
     "qwen2_5_vl": Family(qwen2_5_vl.Qwen2_5_VLVision, qwen2_5_vl.Qwen2_5_VLLanguage,
                          qwen2_5_vl.drop_vision, qwen2_5_vl.drop_language),
     "smolvlm": Family(smolvlm.SmolVLMVision, smolvlm.SmolVLMLanguage, smolvlm.drop_vision, smolvlm.drop_language),
+    # SmolVLM's classes derive from Idefics3's: the same parts under the same names
+    "idefics3": Family(smolvlm.SmolVLMVision, smolvlm.SmolVLMLanguage, smolvlm.drop_vision, smolvlm.drop_language),
 }
 # Families whose path differs enough to need their own file (not written yet), said plainly at start-up.
 NOT_YET = {"qwen3_vl": "Qwen3-VL feeds 'deepstack' vision features into several decoder layers",
-           "llava_onevision": "LLaVA-OneVision is not wired yet", "idefics3": "Idefics3 is not wired yet (SmolVLM is)"}
+           "llava_onevision": "LLaVA-OneVision is not wired yet"}
 
 
 def family_of(source: str) -> tuple[str, object]:
