@@ -225,6 +225,11 @@ def test_a_viewer_sees_no_admin_controls(page, server, cam1):
     page.locator("#timeline button.cube.cited").first.wait_for()
     shoot(page, "08-viewer")
 
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Access token").wait_for()
+    assert page.evaluate("sessionStorage.getItem('cubestream.token')") is None
+    assert page.locator("#app").is_hidden()
+
 
 def test_an_admin_adds_a_watch_and_its_alert_arrives_live(page, server, cam1):
     sign_in(page, server.url, ADMIN)
