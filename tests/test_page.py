@@ -198,6 +198,15 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
                             for c in answer["citations"])
     shoot(page, "05-answer")
 
+    # every control has a name a screen reader reads out: inputs by their <label>, buttons by text or aria-label
+    for i in range(page.locator("input").count()):
+        field = page.locator("input").nth(i)
+        assert page.locator(f'label[for="{field.get_attribute("id")}"]').count() == 1
+    for i in range(page.locator("button").count()):
+        button = page.locator("button").nth(i)
+        assert (button.get_attribute("aria-label") or button.inner_text()).strip()
+    assert all(cubes.nth(i).get_attribute("aria-label").startswith("entry ") for i in range(cubes.count()))
+
 
 def test_a_viewer_sees_no_admin_controls(page, server, cam1):
     sign_in(page, server.url, VIEWER)
@@ -215,6 +224,11 @@ def test_a_viewer_sees_no_admin_controls(page, server, cam1):
     question.press("Enter")
     page.locator("#timeline button.cube.cited").first.wait_for()
     shoot(page, "08-viewer")
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Access token").wait_for()
+    assert page.evaluate("sessionStorage.getItem('cubestream.token')") is None
+    assert page.locator("#app").is_hidden()
 
 
 def test_an_admin_adds_a_watch_and_its_alert_arrives_live(page, server, cam1):

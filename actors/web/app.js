@@ -177,14 +177,13 @@ function signOut(message = "", kind = "info") {
   if (S.events) S.events.abort();
   S.events = null;
   S.streams = [];
-  S.selected = null;
-  S.timeline = [];
-  S.entry = null;
-  S.cited = [];
+  select(null);
   S.lastEventId = null;
   for (const url of thumbs.values()) if (typeof url === "string") URL.revokeObjectURL(url);
   thumbs.clear();
-  for (const id of ["streams", "timeline", "axis", "citations", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams-msg", "add-msg", "search-msg", "watches-msg"]) say(id, "");
+  $("alerts-state").textContent = "";
   $("app").hidden = true;
   $("signout").hidden = true;
   $("role").hidden = true;
