@@ -61,6 +61,12 @@ def test_rtsp_camera_answers_a_free_form_question_with_citations(tiny_qwen, tmp_
 
             picked = client.ask("door", "what colour was the thing that came in?", options=["red", "a blue car"])
             assert picked["text"] in ("red", "a blue car") and len(picked["option_logprobs"]) == 2
+
+            # and from the command line, which asks over the same HTTP API
+            cli = subprocess.run([sys.executable, "-m", "actors.cli", "ask", "--url", svc.url, "--token", svc.token,
+                                  "door", "Did anybody walk past?"], capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            assert "cited t=" in cli.stdout
     finally:
         rtsp.kill()
 
