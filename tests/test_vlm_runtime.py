@@ -95,6 +95,12 @@ def test_service_refuses_a_path_that_is_not_a_vlm_before_starting(tmp_path):
     assert not ray.is_initialized()
 
 
+def test_serve_with_the_vlm_profile_and_no_model_says_so():
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "serve", "--config", "vlm", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--set model.vlm=" in proc.stderr
+
+
 def test_serve_with_an_unknown_id_offline_exits_naming_it(tmp_path):
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # no cached copy
     proc = subprocess.run([sys.executable, "-m", "actors.cli", "serve", "--config", "vlm", "--port", "0",
