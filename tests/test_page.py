@@ -157,7 +157,10 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
     sign_in(page, server.url, ADMIN)
     card = page.locator(f'[data-stream="{cam1}"]')
     card.locator(".state").filter(has_text="connected").wait_for()
-    page.get_by_role("button", name=f"Show stream {cam1}").click()
+    page.keyboard.press("Tab")  # from the streams' heading, which has the focus after sign-in
+    assert page.get_by_role("button", name=f"Show stream {cam1}").evaluate("b => b === document.activeElement")
+    page.keyboard.press("Enter")
+    page.locator("#detail-h").filter(has_text=f"Timeline of {cam1}").wait_for()
     timeline = page.locator("#timeline")
     until(lambda: int(timeline.get_attribute("data-entries") or 0) >= 3, "three entries on the timeline")
     end = float(timeline.get_attribute("data-end"))

@@ -164,6 +164,7 @@ async function signIn(token) {
   $("role").textContent = S.role;
   document.body.dataset.role = S.role;
   for (const node of document.querySelectorAll(".admin-only")) node.hidden = S.role !== "admin";
+  $("streams-h").focus(); // the sign-in form that had the focus is gone
   poll();
   followEvents();
 }
