@@ -61,8 +61,10 @@ def make_clip(path: Path, seconds: int) -> None:
     noisy = [np.clip(bg + rng.normal(0, 4, bg.shape), 0, 255).astype(np.uint8) for _ in range(8)]
     part = path.with_suffix(".part.mp4")
     with av.open(str(part), "w") as out:
-        s = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "bf": "0", "g": str(FPS), "b": "2000000",
-                                                        "maxrate": "2000000", "bufsize": "2000000"})
+        # a keyframe each second whatever the noise does to x264's scene-cut test (a camera's fixed GOP)
+        s = out.add_stream("libx264", rate=FPS, options={
+            "preset": "veryfast", "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0:bframes=0",
+            "b": "2000000", "maxrate": "2000000", "bufsize": "2000000"})
         s.width, s.height, s.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for i in range(GOP_SECONDS * FPS):
             img = noisy[i % len(noisy)].copy()
