@@ -55,7 +55,12 @@ class EncoderActor:
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
-        model, _ = load_models(cfg)
+        if cfg.model.vlm:  # a pretrained VLM's vision side
+            from models.vlm.profile import build_stream_encoder
+
+            model = build_stream_encoder(cfg, device)
+        else:
+            model, _ = load_models(cfg)
         self.worker = EncoderWorker(model, cfg, device)
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
         self.intake = EncoderIntake(lambda items: self._call(self.worker.push, items), cfg.runtime.max_batch)
@@ -178,10 +183,14 @@ class LLMActor:
         from models.answerer import Answerer
 
         torch.set_num_threads(1)
+        device = "cuda" if cfg.runtime.llm_gpus and torch.cuda.is_available() else "cpu"
+        if cfg.model.vlm:  # a pretrained VLM's language side
+            from models.vlm.profile import build_answerer
+
+            self.answerer = build_answerer(cfg, device)
+            return
         _, llm = load_models(cfg)
-        if cfg.runtime.llm_gpus and torch.cuda.is_available():
-            llm = llm.cuda()
-        self.answerer = Answerer(llm, cfg.answer)
+        self.answerer = Answerer(llm.to(device), cfg.answer)
 
     def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""
@@ -195,6 +204,17 @@ class LLMActor:
                 "tokens_used": a.tokens_used, "latency_s": a.latency_s,
                 "cubes_considered": a.cubes_considered, "cubes_used": a.cubes_used} | \
             ({"option_logprobs": a.option_logprobs} if a.option_logprobs is not None else {})
+
+    def search(self, stream_ids: list[str], query: str, limit: int, *memories: list) -> dict:
+        """The entries of the streams' memories (one list each, in the order of `stream_ids`) most relevant to
+        `query`, best first (actors/search.py)."""
+        from actors.search import rank
+        from models.answerer import QuestionError
+
+        try:
+            return {"results": rank(self.answerer, dict(zip(stream_ids, memories)), query, limit)}
+        except QuestionError as e:
+            return {"error": str(e)}
 
 
 class RequestError(ValueError):
@@ -340,6 +360,18 @@ class Controller:
         if "error" in result:
             raise RequestError(result["error"])
         return result
+
+    async def search(self, query: str, stream_ids: list[str] | None, start: float | None, end: float | None,
+                     limit: int) -> list[dict]:
+        """Memory entries of `stream_ids` (None: all) overlapping [start, end], ranked by relevance to `query`."""
+        sids = list(self.streams) if stream_ids is None else list(dict.fromkeys(stream_ids))
+        windows = [self.encoders[self._get(sid).encoder].window.remote(sid, start, end) for sid in sids]
+        llm = self.llms[self.next_llm % len(self.llms)]
+        self.next_llm += 1
+        result = await self._bounded(llm.search.remote(sids, query, limit, *windows))
+        if "error" in result:
+            raise RequestError(result["error"])
+        return result["results"]
 
     async def metrics(self) -> dict:
         per_stream = await self.list_streams()
