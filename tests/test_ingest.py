@@ -161,8 +161,9 @@ def server():
 
 
 async def test_rtsp_frames_are_reduced_at_the_source_to_the_size_asked(server):
+    """The camera's own size goes to `resize` (Config.frame_size), and the frame comes out at its answer."""
     source = open_source(server.url("h264"), FAST)  # 320x240 on the wire
-    source.size = (64, 48)
+    source.resize = lambda width, height: (width // 5, height // 5)
     async with Sampler(source, SamplerConfig(fps=5)) as sampler:
         frame = await sampler.get()
     assert frame.image.shape == (48, 64, 3) and frame.image.dtype.name == "uint8"
@@ -191,3 +192,11 @@ async def test_rtsp_camera_read_behind_real_time_catches_up_on_keyframes(server)
     (w0, p0), (w1, p1) = seen[0], seen[-1]
     # without skipping, 60 frames at 0.15 s would be 9 s of wall time for 4 s of stream time
     assert (w1 - w0) - (p1 - p0) < 3.0, (w1 - w0, p1 - p0)
+
+
+def test_frame_size_is_the_profiles():
+    assert load_config().frame_size(1280, 720) == (64, 64)  # the trained tower's square input
+    vlm = load_config("vlm", {"model": {"vlm": "some/vlm", "max_pixels": 448 * 448}})
+    w, h = vlm.frame_size(1280, 720)
+    assert w * h <= 448 * 448 and abs(w / h - 16 / 9) < 0.01  # the VLM's processor keeps the aspect
+    assert vlm.frame_size(320, 240) == (320, 240)  # never enlarged

@@ -81,7 +81,7 @@ class FileSource(Source):
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
     """Decode the first video stream on `cfg.decode_threads` threads; convert only the frames `keep` wants,
-    reduced by libswscale to `source.size` on the way to RGB. A live camera read behind real time (the
+    reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
     cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
