@@ -229,17 +229,17 @@ def model_id(model: torch.nn.Module) -> str:
 
 
 def load_models(cfg) -> tuple[CubeEncoder, "object"]:
-    """The profile's trained encoder and LLM; without a shipped checkpoint, untrained ones built from the
-    seed (the same weights in every process, so the LLM reads what the encoder writes)."""
+    """The profile's trained encoder and LLM; without a checkpoint, untrained ones built from the seed (the
+    same weights in every process, so the LLM reads what the encoder writes), whose tokenizer, where the
+    profile names no pretrained LLM, knows only the prompt's own words."""
     from models.checkpoint import checkpoint_dir, load_model
-    from models.llm import CubeLLM, build_tokenizer
+    from models.llm import CubeLLM, build_tokenizer, time_text
 
     path = checkpoint_dir(cfg)
     if path is not None and (path / "model.safetensors").is_file():
         return load_model(cfg, path)
-    from models.train import tokenizer_corpus
-
     torch.manual_seed(cfg.seed)
     encoder = CubeEncoder(cfg).eval()
-    llm = CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))).eval()
+    tokenizer = None if cfg.llm.pretrained else build_tokenizer([time_text(0.0), "question : answer :"])
+    llm = CubeLLM(cfg, tokenizer=tokenizer).eval()
     return encoder, llm
