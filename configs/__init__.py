@@ -303,6 +303,7 @@ class Config:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: str | None = None  # trained weights: a folder, relative to configs/ or absolute
+    stage1: str | None = None  # a stage-1 checkpoint folder (`cubestream train-stage1`): its streaming modules over the checkpoint's
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)

@@ -93,8 +93,8 @@ class CubePointer(nn.Module):
 
     The question's own tokens, pooled: in the tiny LLM the last position had learnt to read "When did a
     red bar last leave?" through one attention head that, for "leave", attended to that word alone, so
-    the pointer's scores did not depend on the object named (its hidden state moved 0.3% between objects,
-    against 99% for "enter"; 0 of 15 "leave" questions right on test worlds) and a saturated softmax gives
+    the pointer's scores did not depend on the object named (its hidden state barely moved between objects)
+    and a saturated softmax gives
     no gradient to unlearn it. The question's tokens carry the object by their residual stream.
 
     Plus a recency term: each cube's age (log seconds before the prompt's `now`) times a weight the query

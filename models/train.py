@@ -92,8 +92,7 @@ class Recipe(Protocol):
 def warm_states(encoder: CubeEncoder, clips: list[Clip]) -> list[list[MambaState] | None]:
     """Each clip's temporal state after its warm-up frames (None with `train.warmup_seconds` 0), in one
     batch: every clip carries the same number. A clip scanned from zeros is not what runs live, where the
-    state has seen the stream so far: the shipped ft13 answered 82% of held-out clips' questions from zeros
-    and 79% from the state after the 30 s or 300 s before (24 clips, the same questions)."""
+    state has seen the stream so far, and a model trained from zeros answers worse from a warm state."""
     if not clips or not len(clips[0].warmup):
         return [None] * len(clips)
     return encoder.temporal_state(torch.stack([c.warmup for c in clips]))
@@ -115,7 +114,7 @@ def shown_cubes(cubes: list, q: ClipQuestion, newest: int, busy: list[bool]) -> 
     the evidence scored above the rest (as a good selector would), so the LLM learns on the short, gappy
     prompts it reads live rather than only on whole clips. Next come the `busy` cubes, where an event
     begins: live, a selector's next best guesses are such cubes, not quiet ones, and the LLM must tell the
-    evidence from them (a pointer taught among quiet cubes picked the right one of 16 in 1 of 24). The cubes
+    evidence from them (a pointer taught among quiet cubes rarely picks the right one among busy ones). The cubes
     of its cues come before all, whatever time the question names, and the budget always fits them: an
     answer read from cubes the prompt does not show (a count shown part of what it counts; the next entry
     after one at a named time, a minute on) would teach the LLM to guess."""
@@ -132,8 +131,7 @@ def answer_target(q: ClipQuestion, cubes: list) -> tuple[str, list[int] | None]:
     """What the LLM learns to answer, and which shown cubes the pointer learns to pick. A time answer points
     at one: the cube whose start (the time it will write) is nearest the true time, the later on a tie. Any
     other answer's pointer targets are its cues' cubes: the same head scores every cube of the memory for
-    selection, and taught on "when" alone it left out part of the evidence of 19 of 47 order questions
-    on test worlds 11000-11011 (none of the 19 answered right). A question without cues (what is in view
+    selection, and taught on "when" alone it left out part of the evidence of order questions. A question without cues (what is in view
     now) has none: None."""
     if q.answer_time is not None:
         return POINTER, [min(range(len(cubes)), key=lambda i: (abs(cubes[i][0] - q.answer_time), -i))]

@@ -55,8 +55,8 @@ def with_lookalike(tc: TrainConfig, world: SynthWorld, segments: list[tuple[floa
     """`segments` with the first stretch moved onto an earlier event that looks like one in the last stretch
     (the same `when_key`: "When did a red circle last enter?" cannot tell them apart but by time), where one
     fits before the second stretch; else unchanged. Live, a "when" prompt's other cubes are the selector's
-    next best guesses, earlier look-alikes among them (9 of 24 long-stream "when" questions); random
-    stretches put one in a training prompt for 16 of 302."""
+    next best guesses, earlier look-alikes often among them; random stretches rarely put one in a training
+    prompt."""
     if len(segments) < 2:
         return segments
     length, (a, b) = segments[0][1] - segments[0][0], segments[-1]
@@ -74,8 +74,7 @@ def on_consecutive_entries(tc: TrainConfig, world: SynthWorld, segments: list[tu
                            rng: random.Random) -> list[tuple[float, float]]:
     """`segments` (three or more) with the first two stretches moved onto two entries with none between them,
     too far apart for one stretch, where such a pair fits before the last stretch; else unchanged. Random
-    stretches almost never show every entry of a span of minutes (7 of 1053 training questions had evidence
-    over 48 s long; 19-23 of 1053-1139 with this): live, "What entered next after ..." and "How many
+    stretches almost never show every entry of a span of minutes: live, "What entered next after ..." and "How many
     entered between ..." over minutes are read from a few cubes picked from a long memory, and training
     must show such prompts."""
     if len(segments) < 3:
@@ -97,9 +96,8 @@ def on_counted_entries(tc: TrainConfig, world: SynthWorld, segments: list[tuple[
     """`segments` with the stretches before the last laid on every entry that a count over a window of up to
     minutes counts (2 to 9 of them, of all objects, a colour or a shape, in at most as many groups as there
     are stretches to move; those left over are dropped), and that count question; unchanged and None where
-    no window drawn fits. With random stretches 175 of 221 training counts of entries were "1" (18 "2", 1
-    "3"), and the shipped ft13 answered every count of entries on test worlds 11000-11011 "1" (true for 19
-    of 38)."""
+    no window drawn fits. With random stretches nearly every training count of entries was "1", and a model
+    so trained answers every count "1"."""
     if len(segments) < 2:
         return segments, None
     length, t_end = segments[0][1] - segments[0][0], segments[-1][1]
@@ -185,8 +183,7 @@ def when_rows(world: SynthWorld, t_end: float, segments: list[tuple[float, float
     pointing: those whose event it shows whole, and those about descriptions of which it shows no event,
     answered "none", in random order but those of a kind it shows first ("When did a red bar last leave?" where a blue circle
     leaves). Asked only a few questions a clip, a pointer answered "when did a ... last leave?" by the
-    latest leave whoever left (its scores did not depend on the object named: test worlds 11000-11011 0 of
-    15 right); pointing at one leave of several and at none of another's is taught only by such rows.
+    latest leave whoever left (its scores did not depend on the object named); pointing at one leave of several and at none of another's is taught only by such rows.
     Left out: an earlier look-alike shown but the latest not, which nothing in the prompt tells apart."""
     inside = lambda t0, t1: any(a <= t0 and t1 <= b + 1 / FPS for a, b in segments)
     begun = [e for a, b in segments for e in world.events_between(a, b + 1 / FPS) if e.kind in WHEN_KINDS]

@@ -22,10 +22,10 @@ from models.train import warm_states
 from stream.questions import WHEN_KINDS
 
 # Most regions of a frame are empty: at full weight "nothing here" dominated the region probe's loss and the
-# tower never told shapes apart (26% of object regions' shapes right in the shipped ft4, chance 20%).
+# tower never told shapes apart.
 EMPTY_REGION_WEIGHT = 0.2
 # About 2 of the 30 (colour, shape) pairs are in view at once: unweighted, the attribute probe learnt to call
-# every pair absent (recall 0.02 in ft4) and taught the cube tokens nothing. Weighting the present ones by
+# every pair absent and taught the cube tokens nothing. Weighting the present ones by
 # the odds against them makes both kinds of mistake cost alike.
 ATTRIBUTE_POS_WEIGHT = 14.0
 # A cube begins about 0.13 of the 66 (the world has 0.04 such events a second; a cube is ~3.5 s): unweighted,
@@ -50,7 +50,7 @@ class CubeProbe(torch.nn.Module):
     its last frame, and which events (EVENT_KEYS) begin within it.
 
     A dense, direct signal that teaches the vision side what the world is made of, and what happens in it,
-    long before the LLM has learnt to read cubes; it is not part of the shipped model.
+    long before the LLM has learnt to read cubes; it is not part of the served model.
     """
 
     def __init__(self, dim: int):
@@ -85,11 +85,9 @@ def which_event_loss(event_logits: torch.Tensor, begun: torch.Tensor) -> torch.T
     """For each cube where an enter (a leave, a colour change) begins, the cross-entropy of which one among
     the keys of that kind: the log-likelihood of the set that began, against every key of its kind.
 
-    Per-key BCE was content to say "something entered" and "a red circle is in view": on the shipped
-    model's live cubes of test worlds 11000-11011 the top enter key of a cube where an object entered was
-    that object's for 8% of 147 enters (leaves 24% of 120, colour changes 92%), while the same probe named
-    97% of the objects in view; 23 of its 32 wrong "when" answers there pointed at another event. A softmax
-    makes the keys of a kind compete."""
+    Per-key BCE was content to say "something entered" and "a red circle is in view" without naming which
+    object entered, though the same probe named the objects in view; most wrong "when" answers then pointed
+    at another event. A softmax makes the keys of a kind compete."""
     terms = []
     for _, keys in EVENT_GROUPS:
         logits, target = event_logits[:, keys], begun[:, keys]
@@ -142,9 +140,8 @@ def fit_probes(cfg: Config, encoder: CubeEncoder, probe: CubeProbe | None, regio
     """Fit fresh probes to a trained model's features, the model frozen; returns the last step's losses.
 
     A fine-tune from a checkpoint without its probes starts them at random, and their first gradients,
-    weighted as a converged model's, reshape the tower to suit random heads: from the shipped ft13 the
-    total loss began at 40 (the region term 8.8, times 4) against 2.6 with fitted probes, and quick_eval at
-    step 150 read 0.61 against 0.75."""
+    weighted as a converged model's, reshape the tower to suit random heads (the total loss starts an order
+    of magnitude above that with fitted probes, and held-out accuracy falls)."""
     heads = [m for m in (probe, region_probe) if m is not None]
     if not heads or steps == 0:
         return {}
