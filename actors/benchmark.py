@@ -13,7 +13,8 @@ rule) and an answerer over the memory entries, which is pluggable (`StreamAnswer
 runs the recent-frames baseline (SimpleStream): the same weights and answerer budget, every frame its own
 cube, and the answerer shown only the newest frames (N, or as many as fit the same token budget).
 
-Scored: accuracy overall and per task; a multiple-choice answer is right when it is the right option (its
+Scored: accuracy overall, per OVO-Bench split (backward tracing: old evidence; real-time; forward) and per
+task; a multiple-choice answer is right when it is the right option (its
 text, or its letter), a free answer when it equals the truth (case, spaces and end punctuation aside). A
 question the answerer refuses (say, an option of words the model cannot read) counts as wrong and is listed.
 Videos that cannot be decoded are reported and their questions left out.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from actors.worker import EncoderWorker
+from actors.worker import EncoderWorker, load_models
 from configs import Config
 from models.answerer import Answerer, QuestionError
 from models.cube_encoder import CubeEncoder
@@ -45,7 +46,7 @@ class StreamAnswerer(Protocol):
 @dataclass
 class Method:
     name: str
-    encoder: CubeEncoder  # weights and cubing rule of this method's live encoder
+    encoder: object  # this method's live encoder: a CubeEncoder (weights and cubing rule) or a VLMStreamEncoder
     answerer: StreamAnswerer
     newest: int | None = None  # show the answerer only the newest this many memory entries (None: all)
 
@@ -57,8 +58,8 @@ class _Tally:
     chance: float = 0.0  # sum over questions of 1 / options (a free question adds 0)
     refused: int = 0
 
-    def add(self, task: str, ok: bool, options: int) -> None:
-        for key in ("all", task):
+    def add(self, task: str, split: str, ok: bool, options: int) -> None:
+        for key in ("all", task) + ((f"split:{split}",) if split else ()):
             self.right[key] += ok
             self.total[key] += 1
         self.chance += 1 / options if options else 0.0
@@ -67,7 +68,9 @@ class _Tally:
         n = self.total["all"]
         return {"accuracy": self.right["all"] / n if n else None, "questions": n,
                 "chance": self.chance / n if n else None, "refused": self.refused,
-                "by_task": {k: self.right[k] / self.total[k] for k in sorted(self.total) if k != "all"}}
+                "by_split": {k[6:]: self.right[k] / self.total[k] for k in sorted(self.total) if k.startswith("split:")},
+                "by_task": {k: self.right[k] / self.total[k] for k in sorted(self.total)
+                            if k != "all" and not k.startswith("split:")}}
 
 
 def _norm(text: str) -> str:
@@ -105,7 +108,7 @@ def replay(dataset: Dataset, methods: list[Method], cfg: Config, fps: float | No
                 continue
             for rec in asked:
                 t = tallies[rec["method"]]
-                t.add(rec["task"], rec["right"], len(rec["options"]))
+                t.add(rec["task"], rec["split"], rec["right"], len(rec["options"]))
                 t.refused += rec["refused"] is not None
             answers += asked
             log(f"{video.name}: {len(questions)} questions ({time.perf_counter() - started:.0f} s)")
@@ -150,33 +153,61 @@ def _ask(sid: str, q: VideoQA, methods: list[Method], workers: dict[str, Encoder
             text = m.answerer.answer(entries, q.question, list(q.options) or None).text
         except QuestionError as e:
             text, refused = "", str(e)
-        out.append({"method": m.name, "id": q.id, "video": str(q.video), "task": q.task, "question": q.question,
+        out.append({"method": m.name, "id": q.id, "video": str(q.video), "task": q.task, "split": q.split,
+                    "question": q.question,
                     "options": list(q.options), "truth": q.answer, "asked_at": q.asked_at if q.asked_at is not None
                     else now, "seen_until": seen if entries else None, "entries": len(entries), "answer": text,
                     "right": is_right(q, text) and refused is None, "refused": refused})
     return out
 
 
-def profile_methods(cfg: Config, encoder: CubeEncoder, llm, recent_frames: int | None = None) -> list[Method]:
+def profile_methods(cfg: Config, encoder: CubeEncoder | None = None, llm=None, recent_frames: int | None = None,
+                    device: str = "cpu") -> list[Method]:
     """The profile's adaptive cubes and the recent-frames baseline (SimpleStream) with the same weights and
-    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit)."""
+    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit).
+    A profile with `model.vlm` builds both from its VLM; else from `encoder` and `llm` (default: the profile's)."""
+    recent_cfg = copy.deepcopy(cfg.answer)
+    recent_cfg.selection = "recent"
+    if cfg.model.vlm:
+        return _vlm_methods(cfg, recent_cfg, recent_frames, device)
+    if encoder is None:
+        encoder, llm = load_models(cfg)
     frames_cfg = copy.deepcopy(cfg)
     frames_cfg.cubing.min_len = frames_cfg.cubing.max_len = 1
     frames_cfg.cubing.event_max_len = None
     per_frame = CubeEncoder(frames_cfg).eval()
     per_frame.load_state_dict(encoder.state_dict())
-    recent_cfg = copy.deepcopy(cfg.answer)
-    recent_cfg.selection = "recent"
     return [Method("adaptive", encoder.eval(), Answerer(llm, cfg.answer)),
             Method("recent-frames", per_frame, Answerer(llm, recent_cfg), newest=recent_frames)]
 
 
+def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str) -> list[Method]:
+    """For a VLM, a frame of the baseline is a cube of one frame pooled to the same space grid (t = 1)."""
+    from models.vlm import load_vlm
+    from models.vlm.answerer import VLMAnswerer
+    from models.vlm.profile import temporal_encoder
+    from models.vlm.stream_encoder import VLMStreamEncoder
+
+    m = cfg.model
+    device = device if m.device == "auto" else m.device
+    vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
+    language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
+    grid, frame_grid = tuple(m.cube_grid), (1, *m.cube_grid[1:])
+    temporal = temporal_encoder(cfg, vision.width)
+    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device),
+                   VLMAnswerer(language, cfg.answer, grid)),
+            Method("recent-frames", VLMStreamEncoder(vision, frame_grid, 1, 1, temporal, device),
+                   VLMAnswerer(language, recent_cfg, frame_grid), newest=recent_frames)]
+
+
 def table(results: dict) -> str:
+    splits = sorted({t for r in results["methods"].values() for t in r["by_split"]})
     tasks = sorted({t for r in results["methods"].values() for t in r["by_task"]})
-    head = "| method | accuracy | chance | questions | refused | " + " | ".join(tasks) + " |"
+    head = "| method | accuracy | chance | questions | refused | " + " | ".join(splits + tasks) + " |"
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     pct = lambda v: "-" if v is None else f"{v:.1%}"
     for name, r in results["methods"].items():
         rows.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['chance'])} | {r['questions']} | {r['refused']} | "
-                    + " | ".join(pct(r["by_task"].get(t)) for t in tasks) + " |")
+                    + " | ".join([pct(r["by_split"].get(t)) for t in splits] + [pct(r["by_task"].get(t)) for t in tasks])
+                    + " |")
     return "\n".join(rows)

@@ -35,6 +35,10 @@ class Service:
         self._owns_ray = False
 
     def start(self) -> Service:
+        if self.cfg.model.vlm:  # an unknown id, a folder that is no VLM, an unsupported family: refused here
+            from models.vlm import family_of
+
+            family_of(self.cfg.model.vlm)
         if not ray.is_initialized():
             ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
                      include_dashboard=False, log_to_driver=False)

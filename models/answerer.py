@@ -145,10 +145,26 @@ class Answerer:
         return torch.cat(out)
 
     @torch.no_grad()
+    def locator_scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor | None:
+        """The readers' score a cube: how well it fits as the time of the event the question asks about; None
+        where the profile has no readers or they locate none."""
+        return None if self.llm.readers is None else self.llm.readers.locate(self.llm, cubes, question)
+
+    @torch.no_grad()
     def locate(self, cubes: Sequence[CubeLike], question: str) -> float | None:
         """The start of the memory entry the readers locate the asked event in; None where they locate none."""
-        i = self.llm.readers.locate(self.llm, cubes, question)
-        return None if i is None else cubes[i].start
+        scores = self.locator_scores(cubes, question)
+        return None if scores is None else cubes[int(scores.argmax())].start
+
+    @torch.no_grad()
+    def relevance(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
+        """One score a cube for search: the selection's `scores`, plus the readers' log-probability (over these
+        cubes) that the event asked about lies in it where they locate one (it ranks the entry of an asked event
+        first far more often than either alone on the default profile's test worlds)."""
+        scores = self.scores(cubes, question)
+        if self.cfg.locator and (located := self.locator_scores(cubes, question)) is not None:
+            scores = scores + located.log_softmax(0)
+        return scores
 
     @torch.no_grad()
     def read(self, cubes: Sequence[CubeLike], question: str, options: list[str] | None) -> tuple[str, list[int]] | None:

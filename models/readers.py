@@ -8,8 +8,10 @@ the keys it names. The `Answerer` asks it two things, each switched off by the a
 
 - `read(llm, cubes, question, options)` (`answer.reader`): the whole answer (one of `options` where given)
   and the indices of the entries it rests on, or None where the question is not one it reads: the LLM answers;
-- `locate(llm, cubes, question)` (`answer.locator`): for an answer the LLM gives as a pointer to a time, the
-  index of the entry it means, or None: the LLM's own `CubePointer` picks one of the prompt's cubes.
+- `locate(llm, cubes, question)` (`answer.locator`): one score an entry, how well it fits as the entry the
+  asked event lies in (the best is the time a pointed "when" answer writes, and search adds their
+  log-softmax to its ranking), or None where it locates nothing: the LLM's own `CubePointer` picks one of
+  the prompt's cubes.
 
 `cubes` are the memory's entries in time order (start, end, tokens [K, D]); `llm` is the `CubeLLM`, whose input
 embeddings (`embed_words`, `embed_text`) the plug-in may read the question with. The default profile's plug-in,
@@ -20,11 +22,13 @@ from __future__ import annotations
 import importlib
 from typing import Protocol, Sequence
 
+import torch
+
 
 class MemoryReaders(Protocol):
     def read(self, llm, cubes: Sequence, question: str, options: list[str] | None) -> tuple[str, list[int]] | None: ...
 
-    def locate(self, llm, cubes: Sequence, question: str) -> int | None: ...
+    def locate(self, llm, cubes: Sequence, question: str) -> torch.Tensor | None: ...
 
     def state_dict(self) -> dict: ...
 

@@ -24,6 +24,7 @@ caller reports). Nothing about one bad entry stops the rest.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class VideoQA:
     options: tuple[str, ...] = ()
     asked_at: float | None = None  # stream seconds the question is asked at; None: at the video's end
     task: str = ""
+    split: str = ""  # OVO-Bench's: "backward" (old evidence), "realtime" (now) or "forward" (evidence to come)
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ def _llava(record: dict, base: Path) -> list[VideoQA]:
 
 
 OVO_FORWARD = ("REC", "SSR", "CRR")
+OVO_SPLITS = dict.fromkeys(("EPM", "ASI", "HLD"), "backward") | dict.fromkeys(
+    ("STU", "OJR", "ATR", "ACR", "OCR", "FPD"), "realtime") | dict.fromkeys(OVO_FORWARD, "forward")
 
 
 def _ovo(record: dict, base: Path) -> list[VideoQA]:
@@ -211,7 +215,7 @@ def _ovo(record: dict, base: Path) -> list[VideoQA]:
         if isinstance(gt, bool) or not isinstance(gt, int) or not 0 <= gt < len(options):
             raise ValueError(f"gt must index the {len(options)} options, got {gt!r}")
         return [VideoQA(rid, video, _text(record["question"], "question"), options[gt], options,
-                        _seconds(record["realtime"]), task)]
+                        _seconds(record["realtime"]), task, OVO_SPLITS.get(task, ""))]
     out = []
     for i, point in enumerate(record["test_info"]):
         t = _seconds(point["realtime"])
@@ -221,7 +225,7 @@ def _ovo(record: dict, base: Path) -> list[VideoQA]:
             q = (f"Is the person now doing this step: {_text(point['step'], 'step')}?" if task == "SSR" else
                  f"Can this be answered from what has been shown so far: {_text(record['question'], 'question')}?")
             answer, options = ("Yes" if int(point["type"]) == 1 else "No"), ("Yes", "No")
-        out.append(VideoQA(f"{rid}#{i}", video, q, answer, options, t, task))
+        out.append(VideoQA(f"{rid}#{i}", video, q, answer, options, t, task, "forward"))
     return out
 
 
@@ -239,12 +243,14 @@ def _streamingbench(record: dict, base: Path) -> list[VideoQA]:
 _PARSERS = {"llava": _llava, "ovo": _ovo, "streamingbench": _streamingbench}
 
 
-def decode_frames(path: str | Path, fps: float, until: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def decode_frames(path: str | Path, fps: float, until: float | None = None,
+                  since: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
     """The video's frames sampled at `fps`, as (seconds from the first frame, uint8 RGB [H, W, 3]): for each
-    sampling time k / fps the first decoded frame at or after it, up to `until` (inclusive). FFmpeg's errors
+    sampling time k / fps the first decoded frame at or after it, from `since` (seeking to the keyframe before
+    it, so a clip late in a long video costs only its own decoding) up to `until` (inclusive). FFmpeg's errors
     become `VideoError`, also midway (frames before it were already yielded)."""
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
+    if not fps > 0 or not since >= 0:
+        raise ValueError(f"fps must be positive and since >= 0, got {fps!r}, {since!r}")
     step, eps = 1.0 / fps, 1e-6
     try:
         container = av.open(str(path))
@@ -254,7 +260,10 @@ def decode_frames(path: str | Path, fps: float, until: float | None = None) -> I
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        first, due = None, 0.0
+        first, due = None, math.ceil(since * fps - 1e-3) * step
+        if since > 0:  # times count from the stream's start, which a seek does not decode
+            first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            container.seek(round((first + since) / stream.time_base), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.time is None:
                 continue

@@ -54,11 +54,11 @@ class SyntheticReaders(nn.Module):
                                 [(o, llm.embed_words(o)) for o in options] if options else None)
 
     @torch.no_grad()
-    def locate(self, llm, cubes: Sequence, question: str) -> int | None:
+    def locate(self, llm, cubes: Sequence, question: str) -> torch.Tensor | None:
         if self.locator is None:
             return None
         ages = torch.tensor([cubes[-1].end - c.start for c in cubes])
-        return int(self.locator(torch.stack([c.tokens for c in cubes]), ages, llm.embed_text(question)).argmax())
+        return self.locator(torch.stack([c.tokens for c in cubes]), ages, llm.embed_text(question))
 
 
 def attached(llm) -> SyntheticReaders:

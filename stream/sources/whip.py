@@ -46,7 +46,7 @@ class WhipSource(Source):
             arrival = time.monotonic()
             pts = self._decoded(vf.time, arrival)
             if keep(pts):
-                yield Frame(await asyncio.to_thread(vf.to_ndarray, format="rgb24"), pts, arrival)
+                yield Frame(await asyncio.to_thread(self.to_rgb, vf), pts, arrival)
 
     def _retry_delay(self) -> float:
         return 0.0
