@@ -206,7 +206,8 @@ def cmd_serve(args) -> int:
     except VLMError as e:  # model.vlm that cannot serve: said before anything starts
         raise SystemExit(f"cubestream: {e}") from None
     try:
-        print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
+        print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}\n"
+              f"monitoring page: {svc.url}/ (sign in with the token)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     finally:

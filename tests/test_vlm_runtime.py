@@ -76,7 +76,7 @@ def test_family_errors_name_the_model(tmp_path):
         family_of(str(text))
     llava = tmp_path / "llava"
     LlavaConfig().save_pretrained(llava)
-    with pytest.raises(VLMError, match="llava model, an unsupported VLM family; supported families: qwen2_5_vl, smolvlm, idefics3"):
+    with pytest.raises(VLMError, match="llava model, an unsupported VLM family; supported families: qwen2_5_vl, qwen3_vl, smolvlm, idefics3"):
         family_of(str(llava))
 
 
