@@ -199,6 +199,8 @@ def cmd_serve(args) -> int:
     overrides["server"] = overrides.get("server", {}) | {k: v for k, v in (("host", args.host), ("port", args.port))
                                                          if v is not None}
     cfg = load_config(args.config, overrides=overrides)
+    if args.config == "vlm" and not cfg.model.vlm:  # else the profile would serve the untrained toy model
+        raise SystemExit("cubestream: the vlm profile needs a model: --set model.vlm=HF_ID_OR_PATH (docs/vlm.md)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
