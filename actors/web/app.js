@@ -427,7 +427,9 @@ async function showEntry(entryId) {
   $("entry").hidden = false;
   $("entry-caption").textContent = `${streamId} · entry ${e.id} · ${span(e.start, e.end)} · level ${e.level} · ` +
     `${e.num_frames} frames in ${e.cubes} cube${e.cubes === 1 ? "" : "s"}` +
-    (S.cited.some((c) => overlaps(e, c)) ? " · cited by the answer" : "");
+    (S.cited.some((c) => overlaps(e, c)) ? " · in the highlighted span" : "");
+  const cached = thumbs.get(`${streamId}/${e.id}`);
+  if (typeof cached !== "string") setImage($("entry-img"), null); // not the previous entry's while this one loads
   const url = e.thumbnail ? await thumbnail(streamId, e.id) : null;
   if (S.entry === e) setImage($("entry-img"), url, `thumbnail of ${streamId} at ${span(e.start, e.end)}`);
 }
