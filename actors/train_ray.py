@@ -178,6 +178,9 @@ def _loop(config: dict) -> None:
         done = step + 1
         metrics = {k: float(v.detach()) for k, v in parts.items()} | {
             "step": done, "samples_per_s": s.batch_size * world / (time.perf_counter() - began)}
+        if rank == 0:  # progress on the driver's console (Ray forwards the workers' output)
+            print(f"step {done}/{s.steps}: " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"),
+                  flush=True)
         if done % s.save_every and done != s.steps:
             ray.train.report(metrics)
             continue
