@@ -114,7 +114,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until Ctrl-C."""
+    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until SIGTERM or
+    Ctrl-C, then stops gracefully (every stream's state saved) and exits 0."""
     import signal
     import threading
 
@@ -124,13 +125,13 @@ def cmd_serve(args) -> int:
     overrides = {"server": {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}}
     cfg = load_config(args.config, overrides=overrides)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Service(cfg, address=args.address) as svc:
+        # after ray.init, which installs a SIGTERM handler of its own (exit 15, no shutdown of ours)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: stop.set())
         print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
+        print("cubestream: stopping; saving every stream's state", flush=True)
     return 0
 
 

@@ -22,9 +22,9 @@ A bad request is a 4xx that says what is wrong; an actor that does not answer in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import hmac
-import json
+import logging
 import time
 from collections import Counter
 from urllib.parse import urlsplit
@@ -34,11 +34,12 @@ from ray.exceptions import RayActorError
 
 from actors.ingest import Ingest
 from actors.runtime import RemoteEncoder, RequestError
+from actors.validation import MSGPACK, BadRequest, Guard, bearer_matches, read_object, url_scheme
 from configs import Config
-from stream.codec import CodecError, packb, unpackb
+from stream.codec import packb
 from stream.sources import WhipServer, open_source
 
-MSGPACK = "application/msgpack"
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -51,9 +52,12 @@ class Gateway:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.ask_latency = [0] * (len(LATENCY_BUCKETS) + 1)  # cumulative at exposition
         self.ask_sum = 0.0
+        # POST and DELETE of one stream id run one at a time, so neither sees the other's half-made stream
+        self._id_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # id -> (its lock, holders and waiters)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.server.max_body_bytes, middlewares=[self._errors, self._auth])
+        app = web.Application(client_max_size=self.cfg.server.max_body_bytes,
+                              middlewares=[self._errors, Guard(self.cfg.server).middleware, self._auth])
         app.add_subapp("/whip", self.whip.app())
         app.on_cleanup.append(lambda _: self.close())
         app.router.add_get("/health", self.health)
@@ -76,12 +80,28 @@ class Gateway:
         return _reply(request, [self._local(s) for s in await self._call(self.controller.list_streams.remote())])
 
     async def add_stream(self, request):
-        body = await _body(request, {"id": str, "source": str})
-        if urlsplit(body["source"]).scheme == "whip":
-            result = await self._add_whip(body["id"], body["source"])
-        else:
-            result = await self._call(self.controller.add_stream.remote(body["id"], body["source"]))
+        body = await read_object(request, {"id": str, "source": str})
+        async with self._id_lock(body["id"]):
+            if url_scheme(body["source"]) == "whip":
+                result = await self._add_whip(body["id"], body["source"])
+            else:
+                result = await self._call(self.controller.add_stream.remote(body["id"], body["source"]))
         return _reply(request, self._local(result), status=201)
+
+    @contextlib.asynccontextmanager
+    async def _id_lock(self, stream_id: str):
+        """Hold the stream id's lock; a lock lives while someone holds or awaits it."""
+        lock, users = self._id_locks.get(stream_id, (asyncio.Lock(), 0))
+        self._id_locks[stream_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._id_locks[stream_id][1] - 1
+            if users:
+                self._id_locks[stream_id] = (lock, users)
+            else:
+                del self._id_locks[stream_id]
 
     async def _add_whip(self, stream_id: str, spec: str) -> dict:
         name = urlsplit(spec).netloc
@@ -107,8 +127,9 @@ class Gateway:
 
     async def remove_stream(self, request):
         stream_id = request.match_info["id"]
-        await self._call(self.controller.remove_stream.remote(stream_id))
-        await self._close_whip(stream_id)
+        async with self._id_lock(stream_id):
+            await self._call(self.controller.remove_stream.remote(stream_id))
+            await self._close_whip(stream_id)
         return _reply(request, {"removed": stream_id})
 
     async def _close_whip(self, stream_id: str) -> None:
@@ -134,9 +155,9 @@ class Gateway:
         return web.Response(body=jpeg, content_type="image/jpeg")
 
     async def ask(self, request):
-        body = await _body(request, {"question": str}, {"start": (int, float), "end": (int, float), "options": list})
+        body = await read_object(request, {"question": str}, {"start": float, "end": float, "options": list})
         if len(body["question"]) > self.cfg.server.max_question_chars:
-            raise web.HTTPBadRequest(text=f"the question is longer than {self.cfg.server.max_question_chars} characters\n")
+            raise BadRequest(f"the question is longer than {self.cfg.server.max_question_chars} characters")
         started = time.perf_counter()
         result = await self._call(self.controller.ask.remote(request.match_info["id"], body["question"],
                                                               body.get("start"), body.get("end"), body.get("options")))
@@ -187,8 +208,7 @@ class Gateway:
     @web.middleware
     async def _auth(self, request, handler):
         if request.path != "/health" and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            if not bearer_matches(request, self.token):
                 raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
@@ -203,6 +223,8 @@ class Gateway:
         except Exception as e:
             status, message = _error(e)
             self.requests[(route, status)] += 1
+            if status == 500:  # a bug of ours, not the client's doing: worth its traceback
+                log.exception("%s %s", request.method, route)
             return _reply(request, {"error": message}, status=status)
         self.requests[(route, response.status)] += 1
         return response
@@ -225,27 +247,6 @@ def _error(e: Exception) -> tuple[int, str]:
     if isinstance(e, RayActorError):
         return 503, "an actor is unavailable; retry"
     return 500, f"internal error: {type(cause).__name__}"
-
-
-async def _body(request: web.Request, required: dict, optional: dict | None = None) -> dict:
-    """The request's JSON or msgpack object, with the required keys and every key of the expected type."""
-    raw = await request.read()  # over client_max_size: aiohttp answers 413
-    try:
-        body = unpackb(raw, max_bytes=len(raw) + 1) if request.content_type == MSGPACK else json.loads(raw)
-    except (CodecError, ValueError):
-        raise web.HTTPBadRequest(text=f"the body is not valid {'msgpack' if request.content_type == MSGPACK else 'JSON'}\n") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be an object\n")
-    types = {**required, **(optional or {})}
-    for key, value in body.items():
-        if key not in types:
-            raise web.HTTPBadRequest(text=f"unknown field {key!r}; expected {', '.join(types)}\n")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types[key])):
-            raise web.HTTPBadRequest(text=f"field {key!r} has the wrong type\n")
-    missing = [k for k in required if body.get(k) is None]
-    if missing:
-        raise web.HTTPBadRequest(text=f"missing field(s): {', '.join(missing)}\n")
-    return body
 
 
 def _reply(request: web.Request, data, status: int = 200) -> web.Response:

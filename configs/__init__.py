@@ -205,9 +205,13 @@ class SourceConfig:
     backoff_max: float = 30.0
     backoff_jitter: float = 0.3  # fraction of each delay drawn at random, so cameras that failed together don't retry together
     max_retries: int | None = None  # consecutive failed reconnects before "failed"; None retries forever
+    # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
+    # ends with an error that says so and it reconnects, even while the connection itself stays alive
+    # (an RTSP camera whose media stops while its RTCP reports go on).
+    frame_timeout: float = 3.0
 
     def __post_init__(self):
-        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max")
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "frame_timeout")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
         if not 0.0 <= self.backoff_jitter <= 1.0:
@@ -281,11 +285,21 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 65536
     max_question_chars: int = 1000
+    body_timeout: float = 10.0  # seconds a request body may take to arrive in full (else 408)
+    tls_cert: str | None = None  # PEM certificate (chain) and its key: HTTPS for the API and WHIP
+    tls_key: str | None = None
+    # Browser origins (scheme://host[:port]) that may call the API and publish over WHIP; none by default
+    cors_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        _positive(self, "max_body_bytes", "max_question_chars")
+        _positive(self, "max_body_bytes", "max_question_chars", "body_timeout")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"server.port must lie in [0, 65535], got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+        bad = [o for o in self.cors_origins if o == "*" or o.rstrip("/") != o or "://" not in o]
+        if bad:
+            raise ConfigError(f"server.cors_origins are origins such as https://app.example:8443 (no '*', no path), got {bad!r}")
 
 
 @dataclass
