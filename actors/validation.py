@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from configs import ServerConfig
 from stream.codec import CodecError, unpackb
@@ -185,8 +186,8 @@ class Guard:
             await asyncio.wait_for(request.read(), self.body_timeout)  # cached: handlers' read() returns it
         except asyncio.TimeoutError:
             raise web.HTTPRequestTimeout(text=f"the body did not arrive within {self.body_timeout:g} s\n") from None
-        except HttpProcessingError as e:  # e.g. a gzip Content-Encoding over bytes that are not gzip
-            raise BadRequest(f"the body cannot be read: {e.message or type(e).__name__}") from None
+        except (HttpProcessingError, RequestPayloadError) as e:  # e.g. a gzip Content-Encoding over bytes that are not gzip
+            raise BadRequest(f"the body cannot be read: {str(e).splitlines()[-1].strip() or type(e).__name__}") from None
 
     @staticmethod
     def _cors(origin: str) -> dict[str, str]:
@@ -199,7 +200,7 @@ class _OneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (HttpProcessingError, ConnectionError)):
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionError)):
             record.msg = f"{record.getMessage()}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             record.args, record.exc_info, record.exc_text = (), None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
