@@ -94,6 +94,9 @@ def cmd_eval(args) -> int:
     """Evaluate a checkpoint on held-out synthetic worlds; prints a table and writes JSON."""
     import json
 
+    if args.dataset:
+        return cmd_eval_dataset(args)
+
     from configs import load_config
     from models.checkpoint import load_model
     from models.evaluate import METHODS, evaluate, table
@@ -110,6 +113,71 @@ def cmd_eval(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"worlds": args.worlds, "seconds": args.seconds, "results": results}, f, indent=2)
+    return 0
+
+
+def cmd_eval_dataset(args) -> int:
+    """`eval --dataset DIR --format F`: a video QA benchmark replayed live, beside the recent-frames baseline."""
+    import json
+
+    from actors.benchmark import profile_methods, replay, table
+    from actors.worker import load_models
+    from configs import load_config
+    from models.checkpoint import load_model
+    from stream.datasets import load_dataset
+
+    if not args.format:
+        raise SystemExit("eval --dataset needs --format (ovo, streamingbench or llava)")
+    cfg = load_config(args.config, overrides=settings(args.set))
+    dataset = load_dataset(args.dataset, args.format)
+    for p in dataset.problems:
+        print(f"skipped {p.where}: {p.reason}")
+    encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
+    if args.stage1:
+        from actors.train_ray import load_stage1
+
+        load_stage1(encoder, llm, args.stage1)
+    results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
+    print(f"\n{args.dataset} ({args.format}): {len(dataset.items)} questions, replayed live at "
+          f"{results['fps']:g} fps\n")
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"dataset": str(args.dataset), "format": args.format} | results, f, indent=2)
+    return 0
+
+
+def cmd_train_stage1(args) -> int:
+    """Stage-1 training of the streaming modules under the profile's frozen vision tower and LLM, on Ray Train."""
+    import os
+
+    import ray
+
+    from actors.train_ray import Stage1Settings, train_stage1
+    from configs import load_config
+
+    cfg = load_config(args.config, overrides=settings(args.set))
+    s = Stage1Settings(dataset=os.path.abspath(args.dataset), format=args.format, steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, clip_seconds=args.clip_seconds, fps=args.fps,
+                       save_every=args.save_every, train_projector=not args.no_projector,
+                       checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else None, seed=args.seed)
+    ray.init(address=args.address, include_dashboard=False)
+    result = train_stage1(cfg, s, os.path.abspath(args.storage) if "://" not in args.storage else args.storage,
+                          args.name, workers=args.workers, use_gpu=args.gpu,
+                          resume_from=os.path.abspath(args.resume_from) if args.resume_from else None)
+    print("final: " + " ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    print(f"checkpoint: {result.checkpoint.path}  (use it with: cubestream eval --dataset ... --stage1 "
+          f"{result.checkpoint.path})")
+    return 0
+
+
+def cmd_export_synth(args) -> int:
+    """Write synthetic worlds as a video dataset (mp4 + JSON) in a format `eval --dataset` and training read."""
+    from stream.synth_export import export_synth
+
+    path = export_synth(args.out, args.format, videos=args.videos, seconds=args.seconds, questions=args.questions,
+                        fps=args.fps, size=args.size, first_seed=args.first_seed)
+    print(f"wrote {args.videos} videos and {path}")
     return 0
 
 
@@ -306,7 +374,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(('adaptive', 'fixed', 'uniform', 'recent'))}")
     p.add_argument("--json", help="write the results here, with every question asked and its answer")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value, e.g. answer.context_tokens=160")
+    p.add_argument("--dataset", help="a video QA dataset folder: replay its videos live and score its questions "
+                   "(instead of synthetic worlds)")
+    p.add_argument("--format", choices=("ovo", "streamingbench", "llava"), help="the dataset's annotation format")
+    p.add_argument("--fps", type=float, help="frames per second sampled from the videos (default: sampler.fps)")
+    p.add_argument("--recent-frames", type=int, help="the recent-frames baseline shows the newest N frames "
+                   "(default: as many as fit answer.context_tokens)")
+    p.add_argument("--stage1", help="a stage-1 checkpoint folder (train-stage1): its trained modules over the profile's")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("train-stage1", help="stage 1 on Ray Train: the temporal encoder, cubing head, resampler "
+                       "(and projector) trained under the profile's frozen vision tower and LLM, on a video QA dataset")
+    p.add_argument("--config", default="default")
+    p.add_argument("--dataset", required=True, help="a video QA dataset folder")
+    p.add_argument("--format", required=True, choices=("ovo", "streamingbench", "llava"))
+    p.add_argument("--storage", required=True, help="where checkpoints go: a folder every node sees, or a cloud URI")
+    p.add_argument("--name", default="stage1", help="the run's name; rerun the same name and storage to resume")
+    p.add_argument("--workers", type=int, default=2, help="data-parallel workers (one GPU each with --gpu)")
+    p.add_argument("--gpu", action="store_true", help="a GPU per worker (NCCL); else CPU workers with gloo")
+    p.add_argument("--address", help="the Ray cluster to run on (default: a local one)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=4, help="samples per worker per step")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--clip-seconds", type=float, default=60.0, help="seconds of video before each question")
+    p.add_argument("--fps", type=float, help="frames per second sampled (default: sampler.fps)")
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--no-projector", action="store_true", help="keep the projector frozen as well")
+    p.add_argument("--checkpoint", help="the profile's weights to start from (default: its own)")
+    p.add_argument("--resume-from", help="start from this stage-1 checkpoint folder (its step and optimizer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
+    p.set_defaults(func=cmd_train_stage1)
+    p = sub.add_parser("export-synth", help="write synthetic worlds as a video dataset: mp4 files + questions in a "
+                       "dataset format (ovo, streamingbench, llava)")
+    p.add_argument("--out", required=True, help="folder to write (videos/ and <format>.json)")
+    p.add_argument("--format", required=True, choices=("ovo", "streamingbench", "llava"))
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=120.0, help="length of each video")
+    p.add_argument("--questions", type=int, default=6, help="questions per video")
+    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    p.add_argument("--first-seed", type=int, default=0, help="world seed of the first video (training worlds are "
+                   "0 .. train.train_seeds - 1)")
+    p.set_defaults(func=cmd_export_synth)
     args = ap.parse_args(argv)
     return args.func(args)
 

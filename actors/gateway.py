@@ -1,5 +1,6 @@
 """The HTTP API: an aiohttp app in front of the controller actor.
 
+    GET    /                               no auth: the monitoring page (actors/page.py, actors/web/)
     GET    /health                         no auth: 200 while the gateway runs
     GET    /metrics                        Prometheus text format
     GET    /streams                        every stream with its status and counters
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from ray.exceptions import RayActorError
 
+from actors import page
 from actors.ingest import Ingest
 from actors.runtime import RemoteEncoder, RequestError
 from actors.validation import MSGPACK, BadRequest, Guard, bearer_matches, read_object, url_scheme
@@ -60,6 +62,7 @@ class Gateway:
                               middlewares=[self._errors, Guard(self.cfg.server).middleware, self._auth])
         app.add_subapp("/whip", self.whip.app())
         app.on_cleanup.append(lambda _: self.close())
+        page.add_routes(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/streams", self.list_streams)
@@ -207,7 +210,8 @@ class Gateway:
 
     @web.middleware
     async def _auth(self, request, handler):
-        if request.path != "/health" and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
+        if request.path != "/health" and request.path not in page.PUBLIC_PATHS \
+                and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
             if not bearer_matches(request, self.token):
                 raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)

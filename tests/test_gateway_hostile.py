@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from aiortc import RTCConfiguration, RTCPeerConnection
 from whip_publisher import Publisher, SynthTrack, loopback_ice  # noqa: F401  (a fixture)
 
+from actors import page
 from actors.client import Client, ClientError
 from actors.server import Service
 from configs import load_config
@@ -211,7 +212,7 @@ async def test_concurrent_add_and_remove_of_one_id(service, tls):
                 assert r.status == 200
 
 
-ROUTES = ["/health", "/metrics", "/streams", "/streams/{id}", "/streams/{id}/timeline",
+ROUTES = ["/health", "/", "/ui/app.js", "/whoami", "/metrics", "/streams", "/streams/{id}", "/streams/{id}/timeline",
           "/streams/{id}/thumbnails/{n}", "/streams/{id}/ask", "/whip/{id}", "/whip/{id}/{n}"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
@@ -265,7 +266,8 @@ def requests(draw):
 
 
 def test_fuzz_every_route(service, client, tls, caplog):
-    """No 5xx, no 2xx without the token (but for /health and CORS preflights, which carry none by design),
+    """No 5xx, no 2xx without the token (but for /health, the page's static files and CORS preflights,
+    which carry none by design),
     no traceback in the log; then the service and the live stream still work."""
     caplog.set_level(logging.INFO)
     seen = []
@@ -277,7 +279,7 @@ def test_fuzz_every_route(service, client, tls, caplog):
         status, answer = raw(service, tls[2], http(method, path, headers, body))
         seen.append(status)
         assert status < 500, (method, path, headers, body[:100], answer[-300:])
-        public = path == b"/health" or (method == "OPTIONS" and status == 204)
+        public = path.decode("latin-1") in {"/health", *page.PUBLIC_PATHS} or (method == "OPTIONS" and status == 204)
         if not valid and 200 <= status < 300:
             assert public, (method, path, headers, answer[-300:])
 

@@ -1,0 +1,189 @@
+"""`cubestream train-stage1`: stage-1 training (`models/stage1.py`) on Ray Train, data parallel.
+
+`TorchTrainer` runs one copy of the loop per worker (DDP: gloo on CPU, NCCL on GPUs, across as many nodes as
+the Ray cluster has); each worker reads its own share of the dataset (`stream.datasets`, any format: a
+question's clip is the `clip_seconds` of video before it is asked, decoded at the sampler's rate). Every
+`save_every` steps and at the end rank 0 writes a checkpoint, which Ray Train copies to `storage` (a shared
+folder or a cloud URI on a cluster):
+
+    stage1.safetensors   the trained modules alone, keyed as model.safetensors (see `load_stage1`)
+    train_state.pt       optimizer state and step, for resuming
+
+Resuming is exact: the batch of every step and its Gumbel noise are fixed by (seed, step, rank), so a run
+continued from step k's checkpoint makes the same steps as one that never stopped. A run restarted under the
+same name and storage continues from its latest checkpoint (Ray Train restores it); `resume_from` starts a
+new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the loss on the first
+samples without noise) are reported every step.
+
+The loop is generic over what it trains: `build` makes the module (forward(batch, noise) -> losses with
+"total"; trained_state / load_trained), `samples` turns dataset records into its batch items.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from configs import Config
+from models.stage1 import ClipSample, Stage1Model, load_trained, noise_weight
+from stream.datasets import VideoError, VideoQA, decode_frames, load_dataset
+
+STAGE1_WEIGHTS = "stage1.safetensors"
+TRAIN_STATE = "train_state.pt"
+FIXED_SAMPLES = 2  # the loss without noise on the dataset's first samples, reported at each checkpoint
+
+
+@dataclass
+class Stage1Settings:
+    dataset: str
+    format: str
+    steps: int = 1000
+    batch_size: int = 4  # samples per worker per step
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    noise_anneal: float = 0.6  # Gumbel noise 1.0 -> 0.01 over this fraction of the steps
+    rate_weight: float = 0.1
+    clip_seconds: float = 60.0  # of video before each question (StreamingBench's main setting)
+    fps: float | None = None  # default: the profile's sampler.fps
+    save_every: int = 100
+    train_projector: bool = True
+    checkpoint: str | None = None  # the profile's weights to start from (default: its own)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "lr", "clip_seconds", "save_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"stage1: {name} must be positive, got {getattr(self, name)!r}")
+
+
+def load_stage1(encoder, llm, path: str | Path) -> None:
+    """Lay a stage-1 checkpoint folder's trained modules over the profile's encoder and LLM."""
+    file = Path(path) / STAGE1_WEIGHTS
+    if not file.is_file():
+        raise FileNotFoundError(f"no {STAGE1_WEIGHTS} in {path}: not a stage-1 checkpoint")
+    load_trained(encoder, llm, load_file(str(file)))
+
+
+def base_model(cfg: Config, checkpoint: str | None):
+    from actors.worker import load_models
+    from models.checkpoint import load_model
+
+    return load_model(cfg, checkpoint) if checkpoint else load_models(cfg)
+
+
+def clip_sample(q: VideoQA, fps: float, clip_seconds: float) -> ClipSample:
+    """The question's clip: the frames of the `clip_seconds` up to its time (the video's end where it has none)."""
+    frames = list(decode_frames(q.video, fps, until=q.asked_at))
+    if not frames:
+        raise VideoError(f"{q.video}: no frames before t={q.asked_at}")
+    end = frames[-1][0]
+    frames = [(t, f) for t, f in frames if t >= end - clip_seconds]
+    return ClipSample(torch.from_numpy(np.stack([f for _, f in frames])), [t for t, _ in frames],
+                      q.question, q.answer)
+
+
+def batch_indices(n: int, step: int, rank: int, world: int, size: int, seed: int) -> list[int]:
+    """Which records rank `rank` trains on at `step`: consecutive slices of a permutation per epoch, fixed by seed."""
+    out = []
+    for j in range(size):
+        k = (step * world + rank) * size + j
+        epoch, i = divmod(k, n)
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        out.append(int(torch.randperm(n, generator=g)[i]))
+    return out
+
+
+def _loop(config: dict) -> None:
+    """One Ray Train worker's loop."""
+    import ray.train
+    import ray.train.torch
+
+    cfg: Config = config["cfg"]
+    s = Stage1Settings(**config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.get_local_world_size()))
+    fps = s.fps or cfg.sampler.fps
+    records = load_dataset(s.dataset, s.format)
+    if rank == 0:
+        for p in records.problems:
+            print(f"skipped {p.where}: {p.reason}")
+    items = records.items
+    if not items:
+        raise ValueError(f"{s.dataset}: no usable {s.format} records")
+    bad: set[int] = set()
+
+    def sample(i: int) -> ClipSample:
+        """Record i's clip; a video that cannot be decoded is reported once and the next record taken instead."""
+        for k in range(len(items)):
+            j = (i + k) % len(items)
+            if j in bad:
+                continue
+            try:
+                return clip_sample(items[j], fps, s.clip_seconds)
+            except VideoError as e:
+                bad.add(j)
+                print(f"rank {rank}: skipped {items[j].video}: {e}")
+        raise ValueError(f"{s.dataset}: no record has a video that decodes")
+
+    torch.manual_seed(s.seed)
+    encoder, llm = base_model(cfg, s.checkpoint)
+    model = Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
+    start, opt_state = 0, None
+    resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(config["resume_from"]) if config.get("resume_from") else None)
+    if resume is not None:
+        with resume.as_directory() as d:
+            model.load_trained(load_file(str(Path(d) / STAGE1_WEIGHTS)))
+            state = torch.load(Path(d) / TRAIN_STATE, weights_only=False)
+        start, opt_state = state["step"], state["optimizer"]
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    fixed = [sample(i) for i in range(min(FIXED_SAMPLES, len(items)))]
+
+    for step in range(start, s.steps):
+        began = time.perf_counter()
+        model.train()
+        batch = [sample(i) for i in batch_indices(len(items), step, rank, world, s.batch_size, s.seed)]
+        torch.manual_seed(s.seed * 1_000_003 + step * world + rank)  # this step's Gumbel noise, the same on a resumed run
+        parts = ddp(batch, noise_weight(step, s.steps, s.noise_anneal))
+        opt.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        done = step + 1
+        metrics = {k: float(v.detach()) for k, v in parts.items()} | {
+            "step": done, "samples_per_s": s.batch_size * world / (time.perf_counter() - began)}
+        if done % s.save_every and done != s.steps:
+            ray.train.report(metrics)
+            continue
+        model.eval()
+        with torch.no_grad():
+            metrics["fixed_loss"] = float(model(fixed, 0.0)["total"])
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                save_file(model.trained_state(), str(Path(d) / STAGE1_WEIGHTS))
+                torch.save({"step": done, "optimizer": opt.state_dict(), "settings": asdict(s)}, Path(d) / TRAIN_STATE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+
+
+def train_stage1(cfg: Config, settings: Stage1Settings, storage: str, name: str, workers: int = 2,
+                 use_gpu: bool = False, resume_from: str | None = None):
+    """Run stage 1 on the Ray cluster this process is connected to; returns Ray Train's `Result`."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _loop, train_loop_config={"cfg": cfg, "settings": asdict(settings), "resume_from": resume_from},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=str(storage), checkpoint_config=CheckpointConfig(num_to_keep=None)))
+    return trainer.fit()

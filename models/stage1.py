@@ -1,0 +1,89 @@
+"""Stage 1 for a frozen VLM (Quicksviewer's first stage, STORM's recipe): the streaming modules learn from the
+LLM's language-model loss on answers and captions while the vision tower and the LLM stay as loaded.
+
+Trained: the Mamba temporal encoder, the cubing head (Gumbel noise with straight-through hard decisions, the
+same causal online rule as at run time, a rate term holding the mean cube length at its target and
+Quicksviewer's 0.001 mean |z|), the resampler and, optionally, the projector. What training keeps is those
+modules alone (`trained_state`, keyed as `model.safetensors` keys them: `encoder.temporal.*`, ...,
+`projector.*`), a small checkpoint that `load_trained` lays over the profile's frozen weights.
+
+`Stage1Model` is one instance of what the distributed loop (`actors/train_ray.py`) trains: a module whose
+forward takes a batch and the Gumbel noise weight and returns its losses (with "total"), and which names
+the state a checkpoint keeps (`trained_state` / `load_trained`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from configs import Config
+from models.cube_encoder import CubeEncoder
+from models.llm import CubeLLM
+
+Z_WEIGHT = 0.001  # Quicksviewer's weight of mean |z| of the boundary logits
+
+
+@dataclass
+class ClipSample:
+    """One training example: a clip's frames up to the moment a question is asked, and the answer (or caption)."""
+    frames: torch.Tensor  # uint8 [T, H, W, 3]
+    times: list[float]  # stream time (s) of each frame
+    question: str
+    answer: str
+
+
+def noise_weight(step: int, steps: int, anneal: float) -> float:
+    """Quicksviewer: the Gumbel noise weight, cosine-annealed from 1.0 to 0.01 over the first `anneal` of the steps."""
+    frac = min(1.0, step / max(1, anneal * steps))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+class Stage1Model(nn.Module):
+    TRAINED = ("encoder.temporal.", "encoder.cubing.", "encoder.resampler.")
+
+    def __init__(self, cfg: Config, encoder: CubeEncoder, llm: CubeLLM, train_projector: bool = True,
+                 rate_weight: float = 0.1):
+        super().__init__()
+        self.cfg, self.encoder, self.llm, self.rate_weight = cfg, encoder, llm, rate_weight
+        self.prefixes = self.TRAINED + (("llm.projector.",) if train_projector else ())
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith(self.prefixes))
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The trained modules' weights, keyed as in `model.safetensors` (`encoder.*`, `projector.*`)."""
+        return {k.removeprefix("llm."): v.detach().clone().contiguous() for k, v in self.state_dict().items()
+                if k.startswith(self.prefixes)}
+
+    def load_trained(self, state: dict[str, torch.Tensor]) -> None:
+        load_trained(self.encoder, self.llm, state)
+
+    def forward(self, batch: list[ClipSample], noise: float) -> dict[str, torch.Tensor]:
+        prompts, rate, z = [], [], []
+        for s in batch:
+            out = self.encoder.encode_clip(s.frames, noise=noise)
+            cubes = [(s.times[a], s.times[a + n - 1], tok) for a, n, tok in zip(out.starts, out.lengths, out.tokens)]
+            prompts.append(self.llm.prompt(cubes, s.question, now=s.times[-1]))
+            if len(s.times) > 1:  # a one-frame clip makes no boundary decision
+                rate.append((out.cubing.p[0, 1:].mean() - 1.0 / self.cfg.cubing.trained_target_len) ** 2)
+                z.append(out.cubing.logits[0, 1:].abs().mean())
+        parts = {"lm": self.llm.loss(prompts, [s.answer for s in batch])}
+        zero = parts["lm"].new_zeros(())
+        parts["rate"] = torch.stack(rate).mean() if rate else zero
+        parts["z"] = torch.stack(z).mean() if z else zero
+        parts["total"] = parts["lm"] + self.rate_weight * parts["rate"] + Z_WEIGHT * parts["z"]
+        return parts
+
+
+def load_trained(encoder: CubeEncoder, llm: CubeLLM, state: dict[str, torch.Tensor]) -> None:
+    """Lay stage-1 weights (`Stage1Model.trained_state`) over a profile's encoder and LLM; every key must fit."""
+    allowed = tuple(p.removeprefix("llm.") for p in Stage1Model.TRAINED) + ("projector.",)
+    if stray := sorted(k for k in state if not k.startswith(allowed)):
+        raise ValueError(f"not stage-1 weights: {', '.join(stray[:5])}")
+    enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    proj = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
+    encoder.load_state_dict(encoder.state_dict() | enc)  # strict: a shape that does not fit is an error
+    if proj:
+        llm.projector.load_state_dict(proj)
