@@ -13,7 +13,8 @@ rule) and an answerer over the memory entries, which is pluggable (`StreamAnswer
 runs the recent-frames baseline (SimpleStream): the same weights and answerer budget, every frame its own
 cube, and the answerer shown only the newest frames (N, or as many as fit the same token budget).
 
-Scored: accuracy overall and per task; a multiple-choice answer is right when it is the right option (its
+Scored: accuracy overall, per OVO-Bench split (backward tracing: old evidence; real-time; forward) and per
+task; a multiple-choice answer is right when it is the right option (its
 text, or its letter), a free answer when it equals the truth (case, spaces and end punctuation aside). A
 question the answerer refuses (say, an option of words the model cannot read) counts as wrong and is listed.
 Videos that cannot be decoded are reported and their questions left out.
@@ -57,8 +58,8 @@ class _Tally:
     chance: float = 0.0  # sum over questions of 1 / options (a free question adds 0)
     refused: int = 0
 
-    def add(self, task: str, ok: bool, options: int) -> None:
-        for key in ("all", task):
+    def add(self, task: str, split: str, ok: bool, options: int) -> None:
+        for key in ("all", task) + ((f"split:{split}",) if split else ()):
             self.right[key] += ok
             self.total[key] += 1
         self.chance += 1 / options if options else 0.0
@@ -67,7 +68,9 @@ class _Tally:
         n = self.total["all"]
         return {"accuracy": self.right["all"] / n if n else None, "questions": n,
                 "chance": self.chance / n if n else None, "refused": self.refused,
-                "by_task": {k: self.right[k] / self.total[k] for k in sorted(self.total) if k != "all"}}
+                "by_split": {k[6:]: self.right[k] / self.total[k] for k in sorted(self.total) if k.startswith("split:")},
+                "by_task": {k: self.right[k] / self.total[k] for k in sorted(self.total)
+                            if k != "all" and not k.startswith("split:")}}
 
 
 def _norm(text: str) -> str:
@@ -105,7 +108,7 @@ def replay(dataset: Dataset, methods: list[Method], cfg: Config, fps: float | No
                 continue
             for rec in asked:
                 t = tallies[rec["method"]]
-                t.add(rec["task"], rec["right"], len(rec["options"]))
+                t.add(rec["task"], rec["split"], rec["right"], len(rec["options"]))
                 t.refused += rec["refused"] is not None
             answers += asked
             log(f"{video.name}: {len(questions)} questions ({time.perf_counter() - started:.0f} s)")
@@ -150,7 +153,8 @@ def _ask(sid: str, q: VideoQA, methods: list[Method], workers: dict[str, Encoder
             text = m.answerer.answer(entries, q.question, list(q.options) or None).text
         except QuestionError as e:
             text, refused = "", str(e)
-        out.append({"method": m.name, "id": q.id, "video": str(q.video), "task": q.task, "question": q.question,
+        out.append({"method": m.name, "id": q.id, "video": str(q.video), "task": q.task, "split": q.split,
+                    "question": q.question,
                     "options": list(q.options), "truth": q.answer, "asked_at": q.asked_at if q.asked_at is not None
                     else now, "seen_until": seen if entries else None, "entries": len(entries), "answer": text,
                     "right": is_right(q, text) and refused is None, "refused": refused})
@@ -172,11 +176,13 @@ def profile_methods(cfg: Config, encoder: CubeEncoder, llm, recent_frames: int |
 
 
 def table(results: dict) -> str:
+    splits = sorted({t for r in results["methods"].values() for t in r["by_split"]})
     tasks = sorted({t for r in results["methods"].values() for t in r["by_task"]})
-    head = "| method | accuracy | chance | questions | refused | " + " | ".join(tasks) + " |"
+    head = "| method | accuracy | chance | questions | refused | " + " | ".join(splits + tasks) + " |"
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     pct = lambda v: "-" if v is None else f"{v:.1%}"
     for name, r in results["methods"].items():
         rows.append(f"| {name} | {pct(r['accuracy'])} | {pct(r['chance'])} | {r['questions']} | {r['refused']} | "
-                    + " | ".join(pct(r["by_task"].get(t)) for t in tasks) + " |")
+                    + " | ".join([pct(r["by_split"].get(t)) for t in splits] + [pct(r["by_task"].get(t)) for t in tasks])
+                    + " |")
     return "\n".join(rows)

@@ -134,7 +134,7 @@ def cmd_eval_dataset(args) -> int:
         print(f"skipped {p.where}: {p.reason}")
     encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
     if args.stage1:
-        from actors.train_ray import load_stage1
+        from models.checkpoint import load_stage1
 
         load_stage1(encoder, llm, args.stage1)
     results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
@@ -189,17 +189,26 @@ def cmd_serve(args) -> int:
 
     from actors.server import Service
     from configs import load_config
+    from models.vlm import VLMError
 
-    overrides = {"server": {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}}
+    overrides = settings(args.set)
+    overrides["server"] = overrides.get("server", {}) | {k: v for k, v in (("host", args.host), ("port", args.port))
+                                                         if v is not None}
     cfg = load_config(args.config, overrides=overrides)
     stop = threading.Event()
-    with Service(cfg, address=args.address) as svc:
+    try:
+        svc = Service(cfg, address=args.address).start()
+    except VLMError as e:  # model.vlm that cannot serve: said before anything starts
+        raise SystemExit(f"cubestream: {e}") from None
+    try:
         # after ray.init, which installs a SIGTERM handler of its own (exit 15, no shutdown of ours)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _: stop.set())
         print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
         stop.wait()
         print("cubestream: stopping; saving every stream's state", flush=True)
+    finally:
+        svc.close()
     return 0
 
 
@@ -322,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="join this Ray cluster (e.g. auto) instead of starting a local one")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config value, e.g. model.vlm=Qwen/Qwen2.5-VL-3B-Instruct")
     p.set_defaults(func=cmd_serve)
     for name, fn, help_ in (("add", cmd_add, "add a stream"), ("streams", cmd_streams, "list streams"),
                             ("ask", cmd_ask, "ask a question of a stream")):

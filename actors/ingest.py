@@ -21,22 +21,30 @@ class EncoderTarget(Protocol):
     async def push(self, stream_id: str, image: np.ndarray, pts: float, arrival: float) -> str | None: ...
 
 
+IN_FLIGHT = 2  # frames of one stream on their way to the encoder at once
+
+
 class Ingest:
-    """Pulls frames from the sampler and pushes each to the current target, one at a time: while the
-    encoder is busy the sampler's queue drops the oldest frames, so a slow encoder never backs up into
-    the camera. A target that fails or does not answer is retried after `retry_delay` (frames meanwhile
+    """Pulls frames from the sampler and pushes them to the current target, at most IN_FLIGHT at a time:
+    while the encoder is busy the sampler drops frames (the oldest, and any that waited past its
+    max_delay), so a slow encoder never backs up into the camera. Two in flight, not one, so that the
+    encoder finds each stream's next frame already waiting when a pass ends: with one, a stream whose
+    frame came in just after a pass began would be served every other pass only, and the passes would run
+    half full. A target that fails or does not answer is retried after `retry_delay` (frames meanwhile
     are lost, not queued); one that says "unknown stream" (restarted, or a new one after a move) is
     attached first, which restores the stream from its snapshot."""
 
     def __init__(self, stream_id: str, spec: str, cfg: Config, source: Source | None = None,
                  retry_delay: float = 0.5):
-        self.stream_id, self.cfg, self.retry_delay = stream_id, cfg, retry_delay
+        self.stream_id, self.spec, self.cfg, self.retry_delay = stream_id, spec, cfg, retry_delay
         self.source = source or open_source(spec, cfg.source)
+        self.source.size = cfg.vision.frame_size()  # frames leave this process at the encoder's input size
         self.sampler = Sampler(self.source, cfg.sampler)
         self.target: EncoderTarget | None = None
         self.frames_sent = 0
         self.push_failures = 0
         self._attached = False
+        self._attaching = asyncio.Lock()  # one attach at a time, and the first frame's before the second's
         self._shift = 0.0  # added to stream time so that it follows what the encoder has (a restarted source starts at 0)
         self._task: asyncio.Task | None = None
 
@@ -65,22 +73,39 @@ class Ingest:
         return {**self.source.status.as_dict(), "frames_sent": self.frames_sent, "push_failures": self.push_failures}
 
     async def _run(self) -> None:
-        # a frame is None once the source ended; a source that gave up raises SourceFailed, and its status says why
-        with contextlib.suppress(Exception):
-            while (frame := await self.sampler.get()) is not None:
-                # Frame.arrival is this machine's monotonic clock; the encoder may run on another machine
-                arrival = time.time() - (time.monotonic() - frame.arrival)
-                await self._send(frame.image, frame.pts, arrival)
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        sends: set[asyncio.Task] = set()
+
+        def done(task: asyncio.Task) -> None:
+            sends.discard(task)
+            slots.release()
+
+        try:
+            # a frame is None once the source ended; a source that gave up raises SourceFailed, and its status says why
+            with contextlib.suppress(Exception):
+                while True:
+                    await slots.acquire()  # before taking the frame: the freshest one goes
+                    if (frame := await self.sampler.get()) is None:
+                        break
+                    # Frame.arrival is this machine's monotonic clock; the encoder may run on another machine
+                    arrival = time.time() - (time.monotonic() - frame.arrival)
+                    task = asyncio.create_task(self._send(frame.image, frame.pts, arrival))
+                    sends.add(task)
+                    task.add_done_callback(done)
+        finally:
+            for task in list(sends):
+                task.cancel()
 
     async def _send(self, image: np.ndarray, pts: float, arrival: float) -> None:
         while self.target is not None:
             target = self.target
             try:
-                if not self._attached:
-                    last = await target.attach(self.stream_id)
-                    self._attached = True
-                    if last is not None and pts + self._shift <= last:
-                        self._shift = last - pts + 1.0 / self.cfg.sampler.fps
+                async with self._attaching:
+                    if not self._attached:
+                        last = await target.attach(self.stream_id)
+                        self._attached = True
+                        if last is not None and pts + self._shift <= last:
+                            self._shift = last - pts + 1.0 / self.cfg.sampler.fps
                 refused = await target.push(self.stream_id, image, pts + self._shift, arrival)
             except asyncio.CancelledError:
                 raise

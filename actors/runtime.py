@@ -4,15 +4,23 @@
     await controller.add_stream.remote("cam1", "rtsp://...")
 
 Placement: with `runtime.encoder_gpus > 0`, one encoder actor per GPU of every node that has GPUs, pinned
-to its node; else `runtime.encoders` encoder actors spread over the nodes. A stream goes to the encoder
-with the fewest streams. Recovery: every actor restarts (max_restarts=-1). A restarted encoder comes back
-empty; the stream's ingest hears "unknown stream" on its next frame and re-attaches, which restores the
-stream's memory and encoder state from its store (see actors/worker.py). An encoder whose node is gone
-cannot restart (it is pinned there): the controller sees it dead and moves its streams to the others,
-which restore them from their stores. A restarted ingest actor is started again by the controller's next
-health check and reconnects. A whip:// stream's ingest runs in the gateway, where its publisher connects
-(`add_stream(..., ingest=False)`); it finds its encoder through the controller at every attach.
-Every call across actors has a timeout (`runtime.request_timeout`), so no request waits forever.
+to its node; else `runtime.encoders` encoder actors spread over the nodes. Beside each encoder, on its
+node, `runtime.ingest_workers` ingest workers: processes that each decode many streams on threads of
+their own, reduce every sampled frame to the encoder's input size, and send all their streams' frames
+for the encoder in one call. A stream goes to the encoder with the fewest streams, and to its ingest
+worker with the fewest.
+
+Recovery: every actor restarts (max_restarts=-1). A restarted encoder comes back empty; the stream's
+ingest hears "unknown stream" on its next frame and re-attaches, which restores the stream's memory and
+encoder state from its store (see actors/worker.py). An encoder whose node is gone cannot restart (it is
+pinned there, and so are its ingest workers): the controller sees it dead and moves its streams to the
+other encoders and their ingest workers, which reconnect to the cameras and restore the streams from
+their stores. At every health check the controller sends each ingest worker the whole set of streams it
+is to run, so a restarted worker (empty) starts them all again and reconnects. A whip:// stream's ingest
+runs in the gateway, where its publisher connects (`add_stream(..., ingest=False)`); it finds its
+encoder through the controller at every attach. Every call across actors has a timeout
+(`runtime.request_timeout`), so no request waits forever. Task events are off for these actors: they
+make thousands of calls a minute, whose records would otherwise pile up in Ray's GCS.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.batching import EncoderIntake, FrameBatcher
 from actors.ingest import Ingest
 from configs import Config
 from stream.ids import check_stream_id
@@ -36,7 +45,7 @@ CONTROLLER = "cubestream-controller"
 
 @ray.remote
 class EncoderActor:
-    """An EncoderWorker; frames from all its streams' ingest actors are batched together (one per stream)."""
+    """An EncoderWorker; frames from all its streams' ingest workers are batched together (one per stream)."""
 
     def __init__(self, cfg: Config):
         import torch
@@ -46,43 +55,21 @@ class EncoderActor:
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
-        model, _ = load_models(cfg)
+        if cfg.model.vlm:  # a pretrained VLM's vision side
+            from models.vlm.profile import build_stream_encoder
+
+            model = build_stream_encoder(cfg, device)
+        else:
+            model, _ = load_models(cfg)
         self.worker = EncoderWorker(model, cfg, device)
-        self.max_batch = cfg.runtime.max_batch
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
-        self.pending: dict[str, list[tuple[tuple, asyncio.Future]]] = {}
-        self.batches = 0
-        self._wake: asyncio.Event | None = None
+        self.intake = EncoderIntake(lambda items: self._call(self.worker.push, items), cfg.runtime.max_batch)
 
-    async def push(self, stream_id: str, image: np.ndarray, pts: float, arrival: float) -> str | None:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-            asyncio.create_task(self._batch_loop())
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.setdefault(stream_id, []).append(((stream_id, image, pts, arrival), fut))
-        self._wake.set()
-        return await fut
-
-    async def _batch_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.pending:
-                # the oldest frame of each stream; a stream's later frames wait for the next batch
-                taken = []
-                for sid in list(self.pending)[:self.max_batch]:
-                    taken.append(self.pending[sid].pop(0))
-                    if not self.pending[sid]:
-                        del self.pending[sid]
-                try:
-                    result = await self._call(self.worker.push, [item for item, _ in taken])
-                    self.batches += 1
-                except Exception as e:  # a bug, not a client's doing: fail these frames, keep serving
-                    for _, fut in taken:
-                        fut.set_exception(e)
-                    continue
-                for (item, fut) in taken:
-                    fut.set_result(result[item[0]])
+    async def push(self, stream_ids: list[str], images: list[np.ndarray], pts: list[float],
+                   arrivals: list[float]) -> list:
+        """Frames of many streams (an ingest worker's batch); per frame None (taken), why it was refused, or
+        the exception that failed its pass. Each waits in its stream's queue for a pass (EncoderIntake)."""
+        return await self.intake.submit(list(zip(stream_ids, images, pts, arrivals)))
 
     async def attach(self, stream_id: str) -> float | None:
         return await self._call(self.worker.add_stream, stream_id)
@@ -113,37 +100,64 @@ class EncoderActor:
 
 
 @ray.remote
-class IngestActor:
-    """One stream's Ingest, pushing to whichever encoder the controller names."""
+class IngestWorker:
+    """The Ingests of many streams in one process. Each stream decodes on a thread of its own (FFmpeg
+    releases the GIL while it decodes), its sampled frames reduced to the encoder's input size, and the
+    frames of all its streams for one encoder go in one call (a FrameBatcher per encoder)."""
 
-    def __init__(self, stream_id: str, spec: str, cfg: Config):
-        self.stream_id, self.spec, self.cfg = stream_id, spec, cfg
-        self.ingest: Ingest | None = None
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.ingests: dict[str, Ingest] = {}
+        self.encoders: dict[object, RemoteEncoder] = {}  # encoder handle -> the target its streams share
+        self._lock = asyncio.Lock()
 
-    async def run(self, encoder) -> None:
-        """Start (idempotent) and send to `encoder`; the controller calls this on every health check."""
-        if self.ingest is None:
-            self.ingest = Ingest(self.stream_id, self.spec, self.cfg)
-        if getattr(self.ingest.target, "handle", None) != encoder:
-            self.ingest.retarget(RemoteEncoder(encoder, self.cfg.runtime.request_timeout))
-        self.ingest.start()
+    async def assign(self, streams: dict[str, tuple[str, object]]) -> None:
+        """Run exactly these streams (id -> (spec, encoder handle)): start the new ones, send moved ones to
+        their new encoder, close the others. The controller sends the whole set at every health check, so
+        a restarted worker (empty) starts all its streams again, and a stream moved away stops here."""
+        async with self._lock:  # calls apply in the order they were sent, each whole
+            for sid in [sid for sid in self.ingests if sid not in streams]:
+                await self.ingests.pop(sid).close()
+            for sid, (spec, encoder) in streams.items():
+                ingest = self.ingests.get(sid)
+                if ingest is None:
+                    try:
+                        ingest = self.ingests[sid] = Ingest(sid, spec, self.cfg)
+                    except ValueError:  # the controller checked the spec; never let one stream stop the rest
+                        continue
+                if encoder not in self.encoders:
+                    self.encoders[encoder] = RemoteEncoder(encoder, self.cfg.runtime.request_timeout)
+                ingest.retarget(self.encoders[encoder])
+                ingest.start()
+            used = {ingest.target.handle for ingest in self.ingests.values()}
+            self.encoders = {h: t for h, t in self.encoders.items() if h in used}
 
-    def status(self) -> dict:
-        return self.ingest.status() if self.ingest else {"spec": self.spec, "state": "connecting"}
+    def status(self, stream_id: str) -> dict:
+        ingest = self.ingests.get(stream_id)
+        return ingest.status() if ingest else {"state": "connecting"}
+
+    def stream_ids(self) -> list[str]:
+        return list(self.ingests)
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
 
     async def close(self) -> None:
-        if self.ingest is not None:
-            await self.ingest.close()
+        async with self._lock:
+            for ingest in self.ingests.values():
+                await ingest.close()
+            self.ingests.clear()
 
 
-@dataclass
 class RemoteEncoder:
-    """An encoder actor as an Ingest target, every call bounded by the request timeout. With `controller`,
-    the stream's encoder is looked up at every attach, so a restarted or moved one is followed; without,
-    it is `handle`, which the controller's health check retargets."""
-    handle: object
-    timeout: float
-    controller: object = None
+    """An encoder actor as an Ingest target, every call bounded by the request timeout; frames go through a
+    FrameBatcher, so the streams sharing this object share its calls. With `controller`, the stream's
+    encoder is looked up at every attach, so a restarted or moved one is followed; without, it is
+    `handle`, which the controller's health check replaces (IngestWorker.assign)."""
+
+    def __init__(self, handle, timeout: float, controller=None):
+        self.handle, self.timeout, self.controller = handle, timeout, controller
+        self.batcher = FrameBatcher(self._send)
 
     async def attach(self, stream_id):
         if self.controller is not None:
@@ -151,7 +165,11 @@ class RemoteEncoder:
         return await asyncio.wait_for(self.handle.attach.remote(stream_id), self.timeout)
 
     async def push(self, stream_id, image, pts, arrival):
-        return await asyncio.wait_for(self.handle.push.remote(stream_id, image, pts, arrival), self.timeout)
+        return await self.batcher.push(stream_id, image, pts, arrival)
+
+    async def _send(self, stream_ids, images, pts, arrivals):
+        # per frame None, a refusal, or the exception that failed its batched pass (raised to its Ingest)
+        return await asyncio.wait_for(self.handle.push.remote(stream_ids, images, pts, arrivals), self.timeout)
 
 
 @ray.remote
@@ -165,10 +183,14 @@ class LLMActor:
         from models.answerer import Answerer
 
         torch.set_num_threads(1)
+        device = "cuda" if cfg.runtime.llm_gpus and torch.cuda.is_available() else "cpu"
+        if cfg.model.vlm:  # a pretrained VLM's language side
+            from models.vlm.profile import build_answerer
+
+            self.answerer = build_answerer(cfg, device)
+            return
         _, llm = load_models(cfg)
-        if cfg.runtime.llm_gpus and torch.cuda.is_available():
-            llm = llm.cuda()
-        self.answerer = Answerer(llm, cfg.answer)
+        self.answerer = Answerer(llm.to(device), cfg.answer)
 
     def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""
@@ -196,7 +218,7 @@ class RequestError(ValueError):
 class _Stream:
     spec: str
     encoder: int  # index into Controller.encoders
-    ingest: object  # IngestActor handle; None where the caller runs the ingest (the gateway, for whip://)
+    ingest: int | None  # index into Controller.ingests[encoder]; None where the caller runs the ingest (whip://)
     added: float
 
 
@@ -211,7 +233,7 @@ class Controller:
         self.encoders: list = []
         self.encoder_nodes: list[str | None] = []
         self.dead: set[int] = set()
-        restart = dict(max_restarts=-1, max_task_retries=0)
+        restart = dict(max_restarts=-1, max_task_retries=0, enable_task_events=False)
         if rt.encoder_gpus > 0:
             gpu_nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("GPU", 0) > 0]
             if not gpu_nodes:
@@ -227,8 +249,10 @@ class Controller:
                 self.encoders.append(EncoderActor.options(num_cpus=rt.encoder_cpus, scheduling_strategy="SPREAD",
                                                           **restart).remote(cfg))
                 self.encoder_nodes.append(None)
-        self.llms = [LLMActor.options(num_cpus=0, num_gpus=rt.llm_gpus, max_restarts=-1, max_task_retries=2).remote(cfg)
+        self.llms = [LLMActor.options(num_cpus=0, num_gpus=rt.llm_gpus, max_restarts=-1, max_task_retries=2,
+                                      enable_task_events=False).remote(cfg)
                      for _ in range(rt.llm_actors)]
+        self.ingests: list[list] = []  # per encoder, its ingest workers (created in ready(), on its node)
         self.next_llm = 0
         self.streams: dict[str, _Stream] = {}
         self.moves = 0
@@ -239,6 +263,15 @@ class Controller:
         nodes = await asyncio.gather(*(e.ping.remote() for e in self.encoders))
         await asyncio.gather(*(llm.__ray_ready__.remote() for llm in self.llms))
         self.encoder_nodes = list(nodes)
+        if not self.ingests:
+            # Pinned where the encoder is pinned (they go with its node, and their streams move with it);
+            # else near it, wherever Ray restarts them.
+            pinned = self.cfg.runtime.encoder_gpus > 0
+            self.ingests = [[IngestWorker.options(
+                num_cpus=0, max_restarts=-1, max_task_retries=0, enable_task_events=False,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=not pinned)).remote(self.cfg)
+                for _ in range(self.cfg.runtime.ingest_workers)] for node in nodes]
+            await asyncio.gather(*(w.__ray_ready__.remote() for ws in self.ingests for w in ws))
         if self._monitor is None:
             self._monitor = asyncio.create_task(self._health_loop())
         return list(nodes)
@@ -246,31 +279,29 @@ class Controller:
     # -- streams ------------------------------------------------------------------------------------
 
     async def add_stream(self, stream_id: str, spec: str, ingest: bool = True) -> dict:
-        """Place a stream; with `ingest`, also start an ingest actor for `spec`, else the caller feeds it."""
+        """Place a stream; with `ingest`, also run its ingest (on an ingest worker) for `spec`, else the caller feeds it."""
         try:
             check_stream_id(stream_id)
-            if ingest:  # a malformed spec is refused here, before any actor exists
+            if ingest:  # a malformed spec is refused here, before any actor hears of it
                 open_source(spec, self.cfg.source).close()
         except ValueError as e:
             raise RequestError(str(e)) from None
         if stream_id in self.streams:
             raise RequestError(f"stream {stream_id!r} exists", status=409)
         encoder = self._least_loaded()
-        actor = IngestActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0).remote(stream_id, spec, self.cfg) \
-            if ingest else None
-        self.streams[stream_id] = _Stream(spec, encoder, actor, time.time())
+        self.streams[stream_id] = _Stream(spec, encoder, self._least_loaded_ingest(encoder) if ingest else None,
+                                          time.time())
         await self._bounded(self.encoders[encoder].attach.remote(stream_id))
-        if actor is not None:
-            await self._bounded(actor.run.remote(self.encoders[encoder]))
+        if ingest:
+            await self._assign(encoder, self.streams[stream_id].ingest)
         return await self.stream(stream_id)
 
     async def remove_stream(self, stream_id: str) -> None:
         s = self._get(stream_id)
         del self.streams[stream_id]
         if s.ingest is not None:
-            with contextlib.suppress(Exception):
-                await self._bounded(s.ingest.close.remote())
-            ray.kill(s.ingest, no_restart=True)
+            with contextlib.suppress(Exception):  # a worker that is down drops it at its next assign
+                await self._assign(s.encoder, s.ingest)
         await self._bounded(self.encoders[s.encoder].remove_stream.remote(stream_id, True))
 
     async def save_all(self) -> None:
@@ -291,7 +322,8 @@ class Controller:
         s = self._get(stream_id)
         try:
             source = {"spec": s.spec, "state": "external"} if s.ingest is None else \
-                await self._bounded(s.ingest.status.remote(), timeout=min(5.0, self.timeout))
+                {"spec": s.spec} | await self._bounded(self.ingests[s.encoder][s.ingest].status.remote(stream_id),
+                                                       timeout=min(5.0, self.timeout))
         except Exception as e:
             source = {"spec": s.spec, "state": "unavailable", "last_error": repr(e)}
         try:
@@ -338,13 +370,15 @@ class Controller:
         return self.encoders[self._get(stream_id).encoder]
 
     async def ingest_of(self, stream_id: str):
-        """The stream's IngestActor, or None where the caller feeds it (whip://)."""
-        return self._get(stream_id).ingest
+        """The IngestWorker running the stream, or None where the caller feeds it (whip://)."""
+        s = self._get(stream_id)
+        return None if s.ingest is None else self.ingests[s.encoder][s.ingest]
 
     async def placement(self) -> dict:
         return {"controller_node": ray.get_runtime_context().get_node_id(),
                 "encoder_nodes": self.encoder_nodes, "dead": sorted(self.dead),
-                "streams": {sid: s.encoder for sid, s in self.streams.items()}}
+                "streams": {sid: s.encoder for sid, s in self.streams.items()},
+                "ingest": {sid: [s.encoder, s.ingest] for sid, s in self.streams.items() if s.ingest is not None}}
 
     # -- health -------------------------------------------------------------------------------------
 
@@ -363,19 +397,26 @@ class Controller:
             alive = {n["NodeID"] for n in nodes if n["Alive"]}
             self.dead.update(i for i, node in enumerate(self.encoder_nodes) if node not in alive)
         for sid, s in list(self.streams.items()):
-            try:
-                await self._tend(sid, s)
-            except Exception:  # one stream's trouble (no encoder left, a slow actor) must not stall the others
-                continue
+            if s.encoder in self.dead:  # move it: to the encoder with the fewest streams, and its ingest worker
+                try:
+                    encoder = self._least_loaded()
+                except RequestError:  # none alive: stay, and try again at the next check
+                    continue
+                external, s.encoder, s.ingest = s.ingest is None, encoder, None
+                if not external:
+                    s.ingest = self._least_loaded_ingest(encoder)
+                self.moves += 1
+                with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
+                    await self._bounded(self.encoders[s.encoder].attach.remote(sid))
+        # every live ingest worker hears its whole set: a restarted one starts them, a moved stream's new one too
+        workers = [(e, i) for e in range(len(self.ingests)) if e not in self.dead for i in range(len(self.ingests[e]))]
+        await asyncio.gather(*(self._assign(e, i, self.cfg.runtime.health_interval * 5) for e, i in workers),
+                             return_exceptions=True)
 
-    async def _tend(self, sid: str, s: _Stream) -> None:
-        if s.encoder in self.dead:
-            s.encoder = self._least_loaded()
-            self.moves += 1
-            with contextlib.suppress(Exception):  # restore it there now, so reads find it at once
-                await self._bounded(self.encoders[s.encoder].attach.remote(sid))
-        if s.ingest is not None:  # a restarted ingest starts here, a moved one retargets (whip's finds it itself)
-            await self._bounded(s.ingest.run.remote(self.encoders[s.encoder]), timeout=self.cfg.runtime.health_interval * 5)
+    async def _assign(self, encoder: int, slot: int, timeout: float | None = None) -> None:
+        streams = {sid: (s.spec, self.encoders[encoder]) for sid, s in self.streams.items()
+                   if s.encoder == encoder and s.ingest == slot}
+        await self._bounded(self.ingests[encoder][slot].assign.remote(streams), timeout)
 
     def _least_loaded(self) -> int:
         live = [i for i in range(len(self.encoders)) if i not in self.dead]
@@ -386,6 +427,13 @@ class Controller:
             if s.encoder in load:
                 load[s.encoder] += 1
         return min(live, key=lambda i: load[i])
+
+    def _least_loaded_ingest(self, encoder: int) -> int:
+        load = [0] * len(self.ingests[encoder])
+        for s in self.streams.values():
+            if s.encoder == encoder and s.ingest is not None:
+                load[s.ingest] += 1
+        return load.index(min(load))
 
     def _get(self, stream_id: str) -> _Stream:
         try:
@@ -402,7 +450,7 @@ def start_controller(cfg: Config, name: str = CONTROLLER):
     # On the head node: the controller must not go down with a worker node (the head going down takes the
     # cluster with it). Not "the driver's node": a driver on a host running several raylets (a test's
     # cluster_utils.Cluster) may be attached to any of them.
-    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000,
+    controller = Controller.options(name=name, num_cpus=0, max_concurrency=1000, enable_task_events=False,
                                     resources={"node:__internal_head__": 0.001}).remote(cfg)
     ray.get(controller.ready.remote(), timeout=max(120.0, cfg.runtime.request_timeout))
     return controller

@@ -44,6 +44,10 @@ class Service:
         self._owns_ray = False
 
     def start(self) -> Service:
+        if self.cfg.model.vlm:  # an unknown id, a folder that is no VLM, an unsupported family: refused here
+            from models.vlm import family_of
+
+            family_of(self.cfg.model.vlm)
         tls = tls_context(self.cfg.server)  # a bad certificate fails here, before anything is started
         if tls is None and not is_loopback(self.cfg.server.host):
             log.warning("the gateway listens on %s without TLS: the bearer token and every answer cross the network "

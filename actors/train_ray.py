@@ -6,7 +6,7 @@ question's clip is the `clip_seconds` of video before it is asked, decoded at th
 `save_every` steps and at the end rank 0 writes a checkpoint, which Ray Train copies to `storage` (a shared
 folder or a cloud URI on a cluster):
 
-    stage1.safetensors   the trained modules alone, keyed as model.safetensors (see `load_stage1`)
+    stage1.safetensors   the trained modules alone, keyed as model.safetensors (a profile's `stage1:` loads it)
     train_state.pt       optimizer state and step, for resuming
 
 Resuming is exact: the batch of every step and its Gumbel noise are fixed by (seed, step, rank), so a run
@@ -15,8 +15,10 @@ same name and storage continues from its latest checkpoint (Ray Train restores i
 new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the loss on the first
 samples without noise) are reported every step.
 
-The loop is generic over what it trains: `build` makes the module (forward(batch, noise) -> losses with
-"total"; trained_state / load_trained), `samples` turns dataset records into its batch items.
+The loop is generic over what it trains: `build(cfg, settings)` makes the module (forward(batch, noise) ->
+losses with "total"; `trained_state()` / `load_trained(state)` name what a checkpoint keeps) and
+`sample(record, fps, clip_seconds)` turns a dataset record into a batch item; stage 1 (`build_stage1`,
+`clip_sample`) is the one this project trains.
 """
 from __future__ import annotations
 
@@ -31,10 +33,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from configs import Config
-from models.stage1 import ClipSample, Stage1Model, load_trained, noise_weight
+from models.checkpoint import STAGE1_WEIGHTS
+from models.stage1 import ClipSample, Stage1Model, noise_weight
 from stream.datasets import VideoError, VideoQA, decode_frames, load_dataset
 
-STAGE1_WEIGHTS = "stage1.safetensors"
 TRAIN_STATE = "train_state.pt"
 FIXED_SAMPLES = 2  # the loss without noise on the dataset's first samples, reported at each checkpoint
 
@@ -62,19 +64,16 @@ class Stage1Settings:
                 raise ValueError(f"stage1: {name} must be positive, got {getattr(self, name)!r}")
 
 
-def load_stage1(encoder, llm, path: str | Path) -> None:
-    """Lay a stage-1 checkpoint folder's trained modules over the profile's encoder and LLM."""
-    file = Path(path) / STAGE1_WEIGHTS
-    if not file.is_file():
-        raise FileNotFoundError(f"no {STAGE1_WEIGHTS} in {path}: not a stage-1 checkpoint")
-    load_trained(encoder, llm, load_file(str(file)))
-
-
 def base_model(cfg: Config, checkpoint: str | None):
     from actors.worker import load_models
     from models.checkpoint import load_model
 
     return load_model(cfg, checkpoint) if checkpoint else load_models(cfg)
+
+
+def build_stage1(cfg: Config, s: Stage1Settings) -> Stage1Model:
+    encoder, llm = base_model(cfg, s.checkpoint)
+    return Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
 
 
 def clip_sample(q: VideoQA, fps: float, clip_seconds: float) -> ClipSample:
@@ -119,23 +118,23 @@ def _loop(config: dict) -> None:
     if not items:
         raise ValueError(f"{s.dataset}: no usable {s.format} records")
     bad: set[int] = set()
+    build, make_sample = config["build"], config["sample"]
 
-    def sample(i: int) -> ClipSample:
+    def sample(i: int):
         """Record i's clip; a video that cannot be decoded is reported once and the next record taken instead."""
         for k in range(len(items)):
             j = (i + k) % len(items)
             if j in bad:
                 continue
             try:
-                return clip_sample(items[j], fps, s.clip_seconds)
+                return make_sample(items[j], fps, s.clip_seconds)
             except VideoError as e:
                 bad.add(j)
                 print(f"rank {rank}: skipped {items[j].video}: {e}")
         raise ValueError(f"{s.dataset}: no record has a video that decodes")
 
     torch.manual_seed(s.seed)
-    encoder, llm = base_model(cfg, s.checkpoint)
-    model = Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
+    model = build(cfg, s)
     start, opt_state = 0, None
     resume = ray.train.get_checkpoint() or (ray.train.Checkpoint(config["resume_from"]) if config.get("resume_from") else None)
     if resume is not None:
@@ -177,13 +176,15 @@ def _loop(config: dict) -> None:
 
 
 def train_stage1(cfg: Config, settings: Stage1Settings, storage: str, name: str, workers: int = 2,
-                 use_gpu: bool = False, resume_from: str | None = None):
-    """Run stage 1 on the Ray cluster this process is connected to; returns Ray Train's `Result`."""
+                 use_gpu: bool = False, resume_from: str | None = None, build=build_stage1, sample=clip_sample):
+    """Train `build`'s module (stage 1 by default) on the Ray cluster this process is connected to; returns
+    Ray Train's `Result`."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
-        _loop, train_loop_config={"cfg": cfg, "settings": asdict(settings), "resume_from": resume_from},
+        _loop, train_loop_config={"cfg": cfg, "settings": asdict(settings), "resume_from": resume_from,
+                                 "build": build, "sample": sample},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name=name, storage_path=str(storage), checkpoint_config=CheckpointConfig(num_to_keep=None)))
     return trainer.fit()

@@ -28,6 +28,7 @@ import torch
 
 from configs import Config
 from models import CubeEncoder, StreamEncoder, StreamInputError
+from models.vlm.stream_encoder import VLMStreamEncoder
 from stream.codec import CodecError, packb, unpackb
 from stream.ids import check_stream_id
 from stream.memory import MemoryEntry, RejectedCube, RollingMemory, make_thumbnail
@@ -64,9 +65,12 @@ class EncoderWorker:
     is refused on its own without holding up the rest.
     """
 
-    def __init__(self, model: CubeEncoder, cfg: Config, device: str = "cpu"):
-        self.encoder = StreamEncoder(model, device)
-        self.model_id = model_id(model)
+    def __init__(self, model: CubeEncoder | VLMStreamEncoder, cfg: Config, device: str = "cpu"):
+        """model: the trained CubeEncoder (run by a StreamEncoder here), or a pretrained VLM's stream encoder."""
+        if isinstance(model, VLMStreamEncoder):
+            self.encoder, self.model_id = model, model.fingerprint()
+        else:
+            self.encoder, self.model_id = StreamEncoder(model, device), model_id(model)
         self.cfg = cfg
         self.root = Path(cfg.runtime.snapshot_dir).expanduser()
         self.streams: dict[str, _Stream] = {}
@@ -100,12 +104,8 @@ class EncoderWorker:
             self.encoder.add_stream(stream_id)
         elif state["next_index"] > memory.last_index:
             return  # saved after the memory's last cube: resume exactly
-        state = self.encoder.get_state(stream_id)
-        newest = memory.newest_time if memory.newest_time is not None else -math.inf
-        self.encoder.set_state(stream_id, state | {
-            "open_tokens": None, "next_index": memory.last_index + 1, "last_pts": max(state["last_pts"], newest),
-            "cubing": state["cubing"] | {"length": torch.zeros_like(state["cubing"]["length"]),
-                                         "by_head": torch.zeros_like(state["cubing"]["by_head"])}})
+        self.encoder.resume_after(stream_id, memory.last_index + 1,
+                                  memory.newest_time if memory.newest_time is not None else -math.inf)
 
     @staticmethod
     def _read_state(store: MemoryStore) -> dict | None:
@@ -161,7 +161,7 @@ class EncoderWorker:
         now = time.time()
         for sid, image, _, arrival in batch:
             s = self.streams[sid]
-            s.last_frame = image
+            s.last_frame = np.array(image)  # its own copy: a view would keep the whole batch it came in alive
             c = s.counters
             c.frames += 1
             c.latencies = c.latencies[-999:] + [now - arrival]
@@ -231,15 +231,18 @@ def model_id(model: torch.nn.Module) -> str:
 def load_models(cfg) -> tuple[CubeEncoder, "object"]:
     """The profile's trained encoder and LLM; without a shipped checkpoint, untrained ones built from the
     seed (the same weights in every process, so the LLM reads what the encoder writes)."""
-    from models.checkpoint import checkpoint_dir, load_model
+    from models.checkpoint import checkpoint_dir, load_model, load_stage1, under_configs
     from models.llm import CubeLLM, build_tokenizer
 
     path = checkpoint_dir(cfg)
     if path is not None and (path / "model.safetensors").is_file():
-        return load_model(cfg, path)
-    from models.train import tokenizer_corpus
+        encoder, llm = load_model(cfg, path)
+    else:
+        from models.train import tokenizer_corpus
 
-    torch.manual_seed(cfg.seed)
-    encoder = CubeEncoder(cfg).eval()
-    llm = CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))).eval()
+        torch.manual_seed(cfg.seed)
+        encoder = CubeEncoder(cfg).eval()
+        llm = CubeLLM(cfg, tokenizer=build_tokenizer(tokenizer_corpus(cfg))).eval()
+    if cfg.stage1:  # trained streaming modules over the profile's weights
+        load_stage1(encoder, llm, under_configs(cfg.stage1))
     return encoder, llm

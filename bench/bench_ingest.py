@@ -1,90 +1,291 @@
-"""Ingest: decode-and-sample throughput per core, and arrival-to-delivery latency, for H.264 at 720p and 1080p.
+"""Ingest at camera scale: real 720p H.264 cameras over RTSP into the runtime, against the decode-bound limit.
 
-Encodes a clip of the synthetic camera (with its sensor noise) per resolution into a temp dir, then
-- reads it unpaced through FileSource + Sampler at 2 fps (the default rate), counting CPU seconds of the
-  whole process (decoder threads included): frames decoded per CPU second, and how many cameras at the
-  clip's frame rate that is per core; and the same with every frame converted, to show what sampling
-  before the RGB conversion saves;
-- plays it paced like a camera and measures arrival (decoded) to delivery (returned by Sampler.get) per
-  sampled frame: p50/p95.
+In one run:
+1. a 1280x720 15 fps H.264 clip (x264 veryfast, 2 Mb/s, a keyframe a second, no B-frames, sensor-like
+   noise) made with PyAV, cached under ~/.cache/cubestream/bench/ (or --clip);
+2. the decode-bound limit: one thread decoding the clip (frames/s, wall and per CPU second), times the
+   cores, over the camera's 15 fps: how many such cameras the cores could decode and nothing else;
+3. a real RTSP server (gst-rtsp-server, bench/rtsp_file_server.py) streaming the file as it is to every
+   reader, each with a pipeline of its own;
+4. the runtime (local Ray, default profile, `cubestream serve`'s controller and actors) with N cameras, in
+   steps (fresh cameras each step): per step, over --seconds after --warmup:
+   - sustained: cameras with >= 90% of their frames decoded, >= 90% of the sample rate, nothing dropped
+     or skipped;
+   - frame-to-memory p50/p95 (a frame decoded -> in its stream's memory) and the read lag p95 (how far
+     behind real time the cameras were read; frame-to-memory from the camera is about their sum);
+   - encoded frames/s; CPU (cores busy, the RTSP server apart) and CPU ms per camera-second;
+   - resident memory per stream: the ingest workers' RSS over N, and all the runtime's processes' over N.
+The last lines compare with the goals: sustained >= 70% of the limit, <= 40 MB per stream, p95 < 1 s at
+80% of capacity, at 1.5x capacity encoded frames/s >= 90% of the best step's. On a machine shared with
+other work the wall-clock limit and the steps measure that load too: the CPU ms per camera-second and the
+projection from it (cores / CPU per camera) do not depend on it.
 
-Run: .venv/bin/python bench/bench_ingest.py [--seconds 10] [--fps 25]
+Run (Linux: reads /proc; needs /usr/bin/python3 with gi and gst-rtsp-server):
+    .venv/bin/python bench/bench_ingest.py                        # steps at 0.25..1.5 of the measured limit
+    .venv/bin/python bench/bench_ingest.py --streams 8,16,32      # explicit steps
+Flags: --fractions, --streams, --warmup, --seconds, --cores, --clip, --ingest-workers, --decode-threads.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import av
 import numpy as np
+import ray
 
-from configs import SamplerConfig
-from stream.sampler import Sampler
-from stream.sources import open_source
-from stream.synth import SynthWorld
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+from actors.runtime import start_controller  # noqa: E402
+from configs import load_config  # noqa: E402
+
+WIDTH, HEIGHT, FPS, GOP_SECONDS = 1280, 720, 15, 10  # the clip: one encoded stretch, repeated without re-encoding
+SERVER = Path(__file__).with_name("rtsp_file_server.py")
+CACHE = Path("~/.cache/cubestream/bench").expanduser()
+CLK = os.sysconf("SC_CLK_TCK")
 
 
-def make_clip(path: Path, width: int, height: int, seconds: float, fps: int) -> None:
-    """H.264 the way cameras send it: no B-frames, a keyframe every second."""
-    world = SynthWorld(0, width=width, height=height)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "bf": "0", "g": str(fps), "crf": "23"})
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        for i in range(round(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(world.frame_at(i / fps), format="rgb24")
+# -- the clip --------------------------------------------------------------------------------------
+
+def make_clip(path: Path, seconds: int) -> None:
+    """`seconds` of 720p15 H.264: GOP_SECONDS encoded once (moving blocks over a gradient with per-frame
+    noise, so the encoder spends its bitrate as on a camera's sensor), then its packets repeated."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    bg = np.stack([xx * 200 // WIDTH + 30, yy * 180 // HEIGHT + 40, (xx + yy) * 100 // (WIDTH + HEIGHT) + 60], -1)
+    noisy = [np.clip(bg + rng.normal(0, 4, bg.shape), 0, 255).astype(np.uint8) for _ in range(8)]
+    part = path.with_suffix(".part.mp4")
+    with av.open(str(part), "w") as out:
+        s = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "bf": "0", "g": str(FPS), "b": "2000000",
+                                                        "maxrate": "2000000", "bufsize": "2000000"})
+        s.width, s.height, s.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for i in range(GOP_SECONDS * FPS):
+            img = noisy[i % len(noisy)].copy()
+            for k in range(3):
+                x = (i * (4 + 3 * k)) % (WIDTH - 120)
+                img[100 + 200 * k:200 + 200 * k, x:x + 120] = (200, 60 + 60 * k, 40)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             out.mux(s.encode(frame))
         out.mux(s.encode())
+    with av.open(str(part)) as src, av.open(str(path), "w") as out:
+        ins = src.streams.video[0]
+        packets = [p for p in src.demux(ins) if p.size]
+        span = packets[-1].pts - packets[0].pts + (packets[1].pts - packets[0].pts)
+        o = out.add_stream_from_template(ins)
+        for r in range(-(-seconds // GOP_SECONDS)):
+            for p in packets:
+                q = av.Packet(bytes(p))
+                q.pts, q.dts, q.is_keyframe, q.time_base, q.stream = p.pts + r * span, p.dts + r * span, p.is_keyframe, p.time_base, o
+                out.mux(q)
+    part.unlink()
 
 
-async def throughput(path: Path, sample_fps: float) -> tuple[float, float]:
-    """(frames decoded per CPU second, per wall second) reading the file as fast as it decodes."""
-    source = open_source(str(path))
-    cpu, wall = time.process_time(), time.perf_counter()
-    async with Sampler(source, SamplerConfig(fps=sample_fps)) as sampler:
-        async for _ in sampler:
-            pass
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return source.status.frames_decoded / cpu, source.status.frames_decoded / wall
+def decode_rate(path: Path, seconds: float = 10.0) -> tuple[float, float]:
+    """(frames/s on the wall clock, frames per CPU second) of one thread decoding the clip, as the ingest
+    does (no conversion of the frames it does not sample)."""
+    n, wall, cpu = 0, time.perf_counter(), time.thread_time()
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        s.codec_context.thread_count = 1
+        for _ in c.decode(s):
+            n += 1
+            if time.perf_counter() - wall > seconds:
+                break
+    return n / (time.perf_counter() - wall), n / (time.thread_time() - cpu)
 
 
-async def latency(path: Path) -> np.ndarray:
-    """Arrival-to-delivery of each sampled frame, in ms, with the file paced like a live camera."""
-    out = []
-    async with Sampler(open_source(f"file://{path}?realtime=1"), SamplerConfig(fps=2)) as sampler:
-        async for frame in sampler:
-            out.append((time.monotonic() - frame.arrival) * 1e3)
-    return np.array(out)
+# -- processes -------------------------------------------------------------------------------------
+
+def descendants(root: int) -> dict[int, str]:
+    """pid -> what it is, for every process under `root` (Ray's workers are the raylet's children)."""
+    parent, names = {}, {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                names[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                pass
+    out, frontier = {}, [root]
+    while frontier:
+        p = frontier.pop()
+        for child, par in parent.items():
+            if par == p and child not in out:
+                out[child] = kind(names.get(child, ""))
+                frontier.append(child)
+    return out
 
 
-async def main():
+def kind(cmdline: str) -> str:
+    for key, name in (("rtsp_file_server", "rtsp server"), ("IngestWorker", "ingest"), ("EncoderActor", "encoder"),
+                      ("gcs_server", "gcs"), ("raylet", "raylet"), ("LLMActor", "llm"), ("Controller", "controller")):
+        if key in cmdline:
+            return name
+    return "other"
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# -- one step --------------------------------------------------------------------------------------
+
+def run_step(controller, url: str, n: int, step: int, args) -> dict:
+    ids = [f"cam{step}x{i}" for i in range(n)]
+    for sid in ids:
+        ray.get(controller.add_stream.remote(sid, url), timeout=120)
+    time.sleep(args.warmup)
+    procs = {p: k for p, k in descendants(os.getpid()).items() if k != "rtsp server"}  # the runtime's; not this driver
+    before = {sid: ray.get(controller.stream.remote(sid), timeout=60) for sid in ids}
+    cpu0, t0 = sum(cpu_seconds(p) for p in procs), time.monotonic()
+    lags = []
+    while time.monotonic() - t0 < args.seconds:
+        time.sleep(1.0)
+        lags += [s["source"].get("lag", 0.0) for s in ray.get(controller.list_streams.remote(), timeout=60)]
+    elapsed = time.monotonic() - t0
+    cpu = sum(cpu_seconds(p) for p in procs) - cpu0
+    after = {sid: ray.get(controller.stream.remote(sid), timeout=60) for sid in ids}
+    ingest_pids = {ray.get(ray.get(controller.ingest_of.remote(sid)).__ray_call__.remote(lambda a: os.getpid()))
+                   for sid in ids}
+    rss_ingest = sum(rss_mb(p) for p in ingest_pids)
+    rss_all = sum(rss_mb(p) for p in procs)
+    encoders = {ray.get(controller.encoder_of.remote(sid)) for sid in ids}
+    counters = {}
+    for e in encoders:
+        counters |= ray.get(e.counters.remote(), timeout=60)
+
+    def delta(sid, *path):
+        a, b = before[sid], after[sid]
+        for key in path:
+            a, b = a.get(key, 0), b.get(key, 0)
+        return b - a
+
+    # the frames encoded in the window: the newest of each stream's last 1000 latencies
+    latencies = np.concatenate([np.asarray(counters[sid]["latencies"][-delta(sid, "encoder_counters", "frames"):])
+                                for sid in ids if sid in counters and delta(sid, "encoder_counters", "frames") > 0]
+                               or [np.zeros(0)])
+
+    decoded = np.array([delta(sid, "source", "frames_decoded") for sid in ids]) / (FPS * elapsed)
+    sampled = np.array([delta(sid, "source", "frames_sampled") for sid in ids]) / (args.fps * elapsed)
+    lost = np.array([delta(sid, "source", "frames_dropped") + delta(sid, "source", "frames_skipped") for sid in ids])
+    encoded = sum(delta(sid, "encoder_counters", "frames") for sid in ids) / elapsed
+    sustained = int(np.sum((decoded >= 0.9) & (sampled >= 0.9) & (lost == 0)))
+    for sid in ids:
+        ray.get(controller.remove_stream.remote(sid), timeout=120)
+    return {"n": n, "sustained": sustained, "decoded": float(np.median(decoded)), "sampled": float(np.median(sampled)),
+            "lost": int(lost.sum()), "p50": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
+            "p95": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
+            "lag95": float(np.percentile(lags, 95)) if lags else float("nan"), "encoded": encoded,
+            "cores": cpu / elapsed, "cpu_ms_per_cam_s": 1e3 * cpu / elapsed / n,
+            "rss_ingest": rss_ingest / n, "rss_all": rss_all / n, "workers": len(ingest_pids)}
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--fps", type=int, default=25, help="the clip's (camera's) frame rate")
+    ap.add_argument("--fractions", default="0.25,0.5,0.7,0.8,1.0,1.5", help="steps as fractions of the measured limit")
+    ap.add_argument("--streams", default=None, help="explicit steps (camera counts), instead of --fractions")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds after adding a step's cameras before measuring")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds measured per step")
+    ap.add_argument("--cores", type=int, default=os.cpu_count(), help="cores for Ray and for the limit")
+    ap.add_argument("--clip", type=Path, default=None, help="an H.264 MP4 to serve instead of the generated clip")
+    ap.add_argument("--ingest-workers", type=int, default=1, help="runtime.ingest_workers")
+    ap.add_argument("--decode-threads", type=int, default=1, help="source.decode_threads")
     args = ap.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (w, h) in SIZES.items():
-            path = Path(tmp) / f"{name}.mp4"
-            make_clip(path, w, h, args.seconds, args.fps)
-            sampled_cpu, sampled_wall = await throughput(path, 2.0)
-            all_cpu, _ = await throughput(path, float(args.fps))
-            lat = await latency(path)
-            rows.append((name, sampled_cpu, sampled_wall, sampled_cpu / args.fps, all_cpu,
-                         np.percentile(lat, 50), np.percentile(lat, 95), len(lat)))
 
-    print(f"H.264 {args.fps} fps, {args.seconds:g} s clips, sampled at 2 fps; throughput in decoded frames per second")
-    head = ("", "per core", "wall", f"{args.fps}fps cams/core", "per core, all->RGB", "latency p50 ms", "p95 ms", "n")
+    clip_seconds = int(args.warmup + args.seconds + 30)
+    clip = args.clip or CACHE / f"cam720p15_{clip_seconds}s.mp4"
+    if not clip.exists():
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        print(f"making {clip} ...", flush=True)
+        make_clip(clip, clip_seconds)
+    rate_wall, rate_cpu = decode_rate(clip)
+    limit = args.cores * rate_wall / FPS
+    limit_cpu = args.cores * rate_cpu / FPS
+    load = os.getloadavg()[0]
+    print(f"decode-bound limit: one thread decodes {rate_wall:.0f} frames/s (wall; {rate_cpu:.0f} per CPU second) -> "
+          f"{args.cores} cores: {limit:.1f} cameras at {FPS} fps ({limit_cpu:.1f} by CPU time); load average {load:.1f}",
+          flush=True)
+    steps = [int(s) for s in args.streams.split(",")] if args.streams else \
+        sorted({max(1, round(f * limit)) for f in map(float, args.fractions.split(","))})
+
+    port = 20000 + os.getpid() % 20000
+    server = subprocess.Popen(["/usr/bin/python3", str(SERVER), str(port), str(clip)], stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready", "bench/rtsp_file_server.py did not start"
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as snapshots:
+            cfg = load_config(overrides={"runtime": {"snapshot_dir": snapshots, "ingest_workers": args.ingest_workers},
+                                         "source": {"decode_threads": args.decode_threads}})
+            args.fps = cfg.sampler.fps
+            ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
+            controller = start_controller(cfg)
+            for step, n in enumerate(steps):
+                rows.append(run_step(controller, f"rtsp://127.0.0.1:{port}/cam", n, step, args))
+                r = rows[-1]
+                print(f"  {n} cameras: {r['sustained']} sustained, encoded {r['encoded']:.1f}/s, "
+                      f"p95 {r['p95'] * 1e3:.0f} ms, {r['cores']:.2f} cores", flush=True)
+            ray.kill(controller)
+            ray.shutdown()
+    finally:
+        server.kill()
+        server.wait()
+
+    print(f"\n720p {FPS} fps H.264 cameras over RTSP (127.0.0.1), sampled at {args.fps:g} fps; {args.cores} cores; "
+          f"limit {limit:.1f} cameras (decode-bound, measured in this run); load average at start {load:.1f}")
+    head = ("cameras", "x limit", "sustained", "decoded", "sampled", "dropped+skipped", "f->mem p50 ms", "p95 ms",
+            "read lag p95 s", "encoded f/s", "cores busy", "CPU ms/cam-s", "ingest RSS/stream MB", "all RSS/stream MB")
     print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
-    for name, c, wl, cams, allc, p50, p95, n in rows:
-        print(f"| {name} | {c:.0f} | {wl:.0f} | {cams:.1f} | {allc:.0f} | {p50:.1f} | {p95:.1f} | {n} |")
+    print("|" + "---:|" * len(head))
+    for r in rows:
+        print(f"| {r['n']} | {r['n'] / limit:.2f} | {r['sustained']} | {r['decoded']:.0%} | {r['sampled']:.0%} | {r['lost']} | "
+              f"{r['p50'] * 1e3:.0f} | {r['p95'] * 1e3:.0f} | {r['lag95']:.2f} | {r['encoded']:.1f} | {r['cores']:.2f} | "
+              f"{r['cpu_ms_per_cam_s']:.0f} | {r['rss_ingest']:.1f} | {r['rss_all']:.1f} |")
+    full = [r for r in rows if r["sustained"] == r["n"]]
+    best = max(r["encoded"] for r in rows)
+    decode_ms = 1e3 * FPS / rate_cpu
+    if full:
+        top = max(full, key=lambda r: r["n"])
+        print(f"\nsustained: {top['n']} cameras = {top['n'] / limit:.0%} of the limit (goal >= 70%)")
+        print(f"CPU per camera at that step: {top['cpu_ms_per_cam_s']:.0f} ms/s against {decode_ms:.0f} ms/s to decode "
+              f"alone -> projected on idle cores: {args.cores * 1e3 / top['cpu_ms_per_cam_s']:.1f} cameras = "
+              f"{decode_ms / top['cpu_ms_per_cam_s']:.0%} of the limit by CPU time ({limit_cpu:.1f})")
+        near = min(rows, key=lambda r: abs(r["n"] - 0.8 * top["n"]))
+        print(f"at ~80% of capacity ({near['n']} cameras): frame-to-memory p95 {near['p95']:.2f} s, "
+              f"read lag p95 {near['lag95']:.2f} s (goal < 1 s)")
+        print(f"resident memory per stream at {top['n']}: ingest {top['rss_ingest']:.1f} MB, all processes "
+              f"{top['rss_all']:.1f} MB (goal <= 40 MB)")
+    if len(rows) > 1:
+        a, b = rows[0], rows[-1]
+        print(f"each stream more ({a['n']} -> {b['n']} cameras): ingest "
+              f"{(b['rss_ingest'] * b['n'] - a['rss_ingest'] * a['n']) / (b['n'] - a['n']):.1f} MB, all processes "
+              f"{(b['rss_all'] * b['n'] - a['rss_all'] * a['n']) / (b['n'] - a['n']):.1f} MB")
+    else:
+        print("\nno step was sustained")
+    over = [r for r in rows if full and r["n"] >= 1.5 * max(f["n"] for f in full)]
+    for r in over:
+        print(f"at {r['n']} cameras ({r['n'] / max(f['n'] for f in full):.1f}x capacity): encoded {r['encoded']:.1f} "
+              f"frames/s = {r['encoded'] / best:.0%} of the best step's {best:.1f} (goal >= 90%)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

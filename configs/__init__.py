@@ -6,6 +6,7 @@ key's full path (``temporal.d_state``), so a typo in a profile never silently fa
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -40,6 +41,19 @@ class VisionConfig:
                 raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size ({self.patch_size})")
             if (self.image_size // self.patch_size) % self.pool:
                 raise ConfigError(f"vision.pool ({self.pool}) must divide the patch grid ({self.image_size // self.patch_size})")
+
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) the encoder reads frames at: sources reduce every frame to it before it leaves the
+        ingest process (a 720p frame is 2.7 MB, a 64x64 one 12 kB). A pretrained tower's own `image_size`
+        (its config.json, or its vision_config's) wins over this section's, as the encoder uses the tower's."""
+        size = self.image_size
+        if self.pretrained:
+            try:
+                tower = json.loads((Path(self.pretrained).expanduser() / "config.json").read_text())
+                size = int(tower.get("vision_config", tower).get("image_size", size))
+            except (OSError, ValueError, AttributeError, TypeError):
+                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
+        return size, size
 
 
 @dataclass
@@ -112,6 +126,38 @@ class LLMConfig:
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
+
+
+@dataclass
+class ModelConfig:
+    """A pretrained Hugging Face VLM in place of the trained tiny model (models/vlm/): its vision side runs on
+    the encoder actors, its language side on the LLM actors; cubes are cut and pooled without training."""
+    vlm: str | None = None  # a Hugging Face model id or a local folder; None: the profile's trained model
+    dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16"
+    device: str = "auto"  # "auto" (CUDA where the actor was given a GPU), "cpu", "cuda", "cuda:1", ...
+    max_pixels: int | None = None  # per frame, for Qwen2.5-VL's image processor; None: the model's own setting
+    cube_grid: list[int] = field(default_factory=lambda: [2, 4, 4])  # a cube's (time, height, width) tokens
+    #   after pooling: K = their product; every cube of every stream has this many
+    min_frames: int = 2  # a cube holds at least this many frames ...
+    max_frames: int = 16  # ... and at most this many (8 s at 2 fps)
+    temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
+
+    def __post_init__(self):
+        if self.vlm is not None and not self.vlm.strip():
+            raise ConfigError("model.vlm must be a model id or a path, or null")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.max_pixels is not None and self.max_pixels <= 0:
+            raise ConfigError(f"model.max_pixels must be positive or null, got {self.max_pixels!r}")
+        if len(self.cube_grid) != 3 or any(k <= 0 for k in self.cube_grid):
+            raise ConfigError(f"model.cube_grid must be three positive ints (time, height, width), got {self.cube_grid!r}")
+        _positive(self, "min_frames", "max_frames")
+        if self.min_frames > self.max_frames:
+            raise ConfigError(f"model.min_frames ({self.min_frames}) must not exceed model.max_frames ({self.max_frames})")
+        if self.temporal_layers < 0:
+            raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
 
 
 @dataclass
@@ -190,9 +236,12 @@ class TrainConfig:
 class SamplerConfig:
     fps: float = 2.0
     queue_size: int = 8
+    # A sampled frame that waited longer than this for the encoder is dropped (counted) instead of delivered:
+    # past capacity the encoder gets each stream's freshest frames, and frame-to-memory latency stays bounded.
+    max_delay: float = 1.0
 
     def __post_init__(self):
-        _positive(self, "fps", "queue_size")
+        _positive(self, "fps", "queue_size", "max_delay")
 
 
 @dataclass
@@ -205,13 +254,19 @@ class SourceConfig:
     backoff_max: float = 30.0
     backoff_jitter: float = 0.3  # fraction of each delay drawn at random, so cameras that failed together don't retry together
     max_retries: int | None = None  # consecutive failed reconnects before "failed"; None retries forever
+    decode_threads: int = 1  # FFmpeg threads per stream's decoder (0: FFmpeg picks); many streams share the cores anyway
+    # A camera whose frames fall this many seconds behind real time (the decoder cannot keep up) is decoded at
+    # its keyframes only until it has caught up; the frames skipped are counted (status.frames_skipped).
+    max_lag: float = 1.0
     # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
     # ends with an error that says so and it reconnects, even while the connection itself stays alive
     # (an RTSP camera whose media stops while its RTCP reports go on).
     frame_timeout: float = 3.0
 
     def __post_init__(self):
-        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "frame_timeout")
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
+        if self.decode_threads < 0:
+            raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
         if not 0.0 <= self.backoff_jitter <= 1.0:
@@ -266,13 +321,14 @@ class RuntimeConfig:
     llm_actors: int = 1
     llm_gpus: float = 0.0
     max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
+    ingest_workers: int = 1  # ingest processes beside each encoder, on its node; each decodes many streams on threads
     request_timeout: float = 30.0  # seconds any call across actors may take before the caller gives up
     health_interval: float = 1.0  # seconds between the controller's checks of its actors
     state_every: int = 1  # closed cubes between saves of a stream's encoder state (also saved at each compaction)
 
     def __post_init__(self):
-        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "request_timeout", "health_interval",
-                  "state_every")
+        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "ingest_workers", "request_timeout",
+                  "health_interval", "state_every")
         if self.encoder_gpus < 0 or self.llm_gpus < 0:
             raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
 
@@ -313,12 +369,19 @@ class Config:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: str | None = None  # trained weights: a folder, relative to configs/ or absolute
+    stage1: str | None = None  # a stage-1 checkpoint folder (`cubestream train-stage1`): its streaming modules over the checkpoint's
+    model: ModelConfig = field(default_factory=ModelConfig)  # model.vlm: a pretrained VLM instead
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     whip: WhipConfig = field(default_factory=WhipConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+
+    def __post_init__(self):
+        if self.model.vlm is not None and self.answer.selection == "pointer":
+            raise ConfigError("answer.selection 'pointer' is the trained model's; with model.vlm use "
+                              "'attention', 'key' or 'recent'")
 
 
 PROFILES = resources.files(__name__)

@@ -17,9 +17,12 @@ from models.sequence_reader import SequenceReader
 
 
 def checkpoint_dir(cfg: Config) -> Path | None:
-    if not cfg.checkpoint:
-        return None
-    path = Path(cfg.checkpoint)
+    return under_configs(cfg.checkpoint) if cfg.checkpoint else None
+
+
+def under_configs(path: str | Path) -> Path:
+    """A folder a profile names: absolute, or relative to configs/."""
+    path = Path(path)
     return path if path.is_absolute() else Path(str(PROFILES)) / path
 
 
@@ -36,6 +39,28 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
+
+
+STAGE1_WEIGHTS = "stage1.safetensors"  # a stage-1 checkpoint's trained modules, keyed as in model.safetensors
+STAGE1_PARTS = ("encoder.temporal.", "encoder.cubing.", "encoder.resampler.", "projector.")
+
+
+def load_stage1(encoder: CubeEncoder, llm: CubeLLM, path: str | Path) -> None:
+    """Lay a stage-1 checkpoint folder's trained modules (`models/stage1.py`) over the profile's encoder and LLM."""
+    file = Path(path) / STAGE1_WEIGHTS
+    if not file.is_file():
+        raise FileNotFoundError(f"no {STAGE1_WEIGHTS} in {path}: not a stage-1 checkpoint")
+    apply_stage1(encoder, llm, load_file(str(file)))
+
+
+def apply_stage1(encoder: CubeEncoder, llm: CubeLLM, state: dict[str, torch.Tensor]) -> None:
+    """Stage-1 weights over an encoder and LLM; every tensor must fit (weights trained for another model are an error)."""
+    if stray := sorted(k for k in state if not k.startswith(STAGE1_PARTS)):
+        raise ValueError(f"not stage-1 weights: {', '.join(stray[:5])}")
+    encoder.load_state_dict(encoder.state_dict() | {k.removeprefix("encoder."): v for k, v in state.items()
+                                                    if k.startswith("encoder.")})
+    if proj := {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}:
+        llm.projector.load_state_dict(proj)
 
 
 def load_encoder(cfg: Config) -> CubeEncoder:

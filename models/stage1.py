@@ -5,7 +5,8 @@ Trained: the Mamba temporal encoder, the cubing head (Gumbel noise with straight
 same causal online rule as at run time, a rate term holding the mean cube length at its target and
 Quicksviewer's 0.001 mean |z|), the resampler and, optionally, the projector. What training keeps is those
 modules alone (`trained_state`, keyed as `model.safetensors` keys them: `encoder.temporal.*`, ...,
-`projector.*`), a small checkpoint that `load_trained` lays over the profile's frozen weights.
+`projector.*`), a small checkpoint that `models.checkpoint.load_stage1` lays over the profile's frozen weights
+(the `stage1:` key of a profile).
 
 `Stage1Model` is one instance of what the distributed loop (`actors/train_ray.py`) trains: a module whose
 forward takes a batch and the Gumbel noise weight and returns its losses (with "total"), and which names
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from configs import Config
+from models.checkpoint import STAGE1_PARTS, apply_stage1
 from models.cube_encoder import CubeEncoder
 from models.llm import CubeLLM
 
@@ -42,7 +44,7 @@ def noise_weight(step: int, steps: int, anneal: float) -> float:
 
 
 class Stage1Model(nn.Module):
-    TRAINED = ("encoder.temporal.", "encoder.cubing.", "encoder.resampler.")
+    TRAINED = tuple(p for p in STAGE1_PARTS if p.startswith("encoder."))
 
     def __init__(self, cfg: Config, encoder: CubeEncoder, llm: CubeLLM, train_projector: bool = True,
                  rate_weight: float = 0.1):
@@ -58,7 +60,7 @@ class Stage1Model(nn.Module):
                 if k.startswith(self.prefixes)}
 
     def load_trained(self, state: dict[str, torch.Tensor]) -> None:
-        load_trained(self.encoder, self.llm, state)
+        apply_stage1(self.encoder, self.llm, state)
 
     def forward(self, batch: list[ClipSample], noise: float) -> dict[str, torch.Tensor]:
         prompts, rate, z = [], [], []
@@ -76,14 +78,3 @@ class Stage1Model(nn.Module):
         parts["total"] = parts["lm"] + self.rate_weight * parts["rate"] + Z_WEIGHT * parts["z"]
         return parts
 
-
-def load_trained(encoder: CubeEncoder, llm: CubeLLM, state: dict[str, torch.Tensor]) -> None:
-    """Lay stage-1 weights (`Stage1Model.trained_state`) over a profile's encoder and LLM; every key must fit."""
-    allowed = tuple(p.removeprefix("llm.") for p in Stage1Model.TRAINED) + ("projector.",)
-    if stray := sorted(k for k in state if not k.startswith(allowed)):
-        raise ValueError(f"not stage-1 weights: {', '.join(stray[:5])}")
-    enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    proj = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
-    encoder.load_state_dict(encoder.state_dict() | enc)  # strict: a shape that does not fit is an error
-    if proj:
-        llm.projector.load_state_dict(proj)

@@ -72,6 +72,15 @@ class StreamEncoder:
         s.cubing.by_head = torch.zeros_like(s.cubing.by_head)  # the next cube opens at no event
         return cube
 
+    def resume_after(self, stream_id: str, next_index: int, newest_time: float) -> None:
+        """Drop the open cube (its frames are in a memory already) and go on after cube `next_index - 1`,
+        which ended at `newest_time`: the stream's state came from before its memory's last cube. The
+        recurrent state is kept; the next cube opens at no event."""
+        s = self._get(stream_id)
+        s.open_tokens, s.next_index, s.last_pts = [], next_index, max(s.last_pts, newest_time)
+        s.cubing.length = torch.zeros_like(s.cubing.length)
+        s.cubing.by_head = torch.zeros_like(s.cubing.by_head)
+
     # -- frames -------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -82,7 +91,7 @@ class StreamEncoder:
         timestamps: stream time in seconds, increasing within each stream. Returns the cubes that closed.
         """
         stream_ids, timestamps = list(stream_ids), list(timestamps)
-        frames = self._check(stream_ids, frames, timestamps)
+        frames = check_push(self._get, stream_ids, frames, timestamps, self.device)
         m = self.model
         states = [self.streams[sid] for sid in stream_ids]
         for s, frame in zip(states, frames):
@@ -131,36 +140,6 @@ class StreamEncoder:
         except (KeyError, TypeError):
             raise StreamInputError(str(stream_id), "unknown stream") from None
 
-    def _check(self, stream_ids: list[str], frames, timestamps: list) -> list[torch.Tensor]:
-        """Validate a whole call before anything changes; returns the frames as uint8 tensors on the device."""
-        if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4:
-            frames = list(frames)
-        if not isinstance(frames, (list, tuple)):
-            raise ValueError(f"frames must be a [B, H, W, 3] batch or a list of [H, W, 3] frames, got {type(frames).__name__}")
-        if not (len(stream_ids) == len(frames) == len(timestamps)):
-            raise ValueError(f"got {len(stream_ids)} stream ids, {len(frames)} frames and {len(timestamps)} timestamps")
-        if not stream_ids:
-            raise ValueError("push needs at least one frame")
-        if len(set(stream_ids)) != len(stream_ids):
-            raise ValueError("a stream can take only one frame per push")
-        out = []
-        for sid, frame, pts in zip(stream_ids, frames, timestamps):
-            s = self._get(sid)
-            if not isinstance(frame, (np.ndarray, torch.Tensor)):
-                raise StreamInputError(sid, f"a frame is an array, got {type(frame).__name__}")
-            if frame.dtype not in (np.uint8, torch.uint8):
-                raise StreamInputError(sid, f"frames are uint8 RGB, got dtype {frame.dtype}")
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
-                raise StreamInputError(sid, f"a frame is [H, W, 3], got shape {tuple(frame.shape)}")
-            if isinstance(pts, bool) or not isinstance(pts, (int, float, np.integer, np.floating)) or not math.isfinite(pts):
-                raise StreamInputError(sid, f"a timestamp is a finite number of seconds, got {pts!r}")
-            if pts <= s.last_pts:
-                raise StreamInputError(sid, f"timestamp {pts} does not follow the previous one ({s.last_pts})")
-            if isinstance(frame, np.ndarray):  # frames from Ray's object store are read-only views: copy those
-                frame = np.ascontiguousarray(frame) if frame.flags.writeable else np.array(frame)
-            out.append(torch.as_tensor(frame, device=self.device))
-        return out
-
     # -- state --------------------------------------------------------------------------------------
 
     def get_state(self, stream_id: str) -> dict:
@@ -204,6 +183,38 @@ class StreamEncoder:
         if t.shape != ref.shape or t.dtype != ref.dtype:
             raise ValueError(f"expected a {ref.dtype} tensor of shape {tuple(ref.shape)}, got {t.dtype} {tuple(t.shape)}")
         return t.to(self.device)
+
+
+def check_push(get, stream_ids: list[str], frames, timestamps: list, device: torch.device) -> list[torch.Tensor]:
+    """Validate a whole push before anything changes (`get` looks a stream up, raising StreamInputError for
+    an unknown one); returns the frames as uint8 tensors on `device`."""
+    if isinstance(frames, (np.ndarray, torch.Tensor)) and frames.ndim == 4:
+        frames = list(frames)
+    if not isinstance(frames, (list, tuple)):
+        raise ValueError(f"frames must be a [B, H, W, 3] batch or a list of [H, W, 3] frames, got {type(frames).__name__}")
+    if not (len(stream_ids) == len(frames) == len(timestamps)):
+        raise ValueError(f"got {len(stream_ids)} stream ids, {len(frames)} frames and {len(timestamps)} timestamps")
+    if not stream_ids:
+        raise ValueError("push needs at least one frame")
+    if len(set(stream_ids)) != len(stream_ids):
+        raise ValueError("a stream can take only one frame per push")
+    out = []
+    for sid, frame, pts in zip(stream_ids, frames, timestamps):
+        s = get(sid)
+        if not isinstance(frame, (np.ndarray, torch.Tensor)):
+            raise StreamInputError(sid, f"a frame is an array, got {type(frame).__name__}")
+        if frame.dtype not in (np.uint8, torch.uint8):
+            raise StreamInputError(sid, f"frames are uint8 RGB, got dtype {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise StreamInputError(sid, f"a frame is [H, W, 3], got shape {tuple(frame.shape)}")
+        if isinstance(pts, bool) or not isinstance(pts, (int, float, np.integer, np.floating)) or not math.isfinite(pts):
+            raise StreamInputError(sid, f"a timestamp is a finite number of seconds, got {pts!r}")
+        if pts <= s.last_pts:
+            raise StreamInputError(sid, f"timestamp {pts} does not follow the previous one ({s.last_pts})")
+        if isinstance(frame, np.ndarray):  # frames from Ray's object store are read-only views: copy those
+            frame = np.ascontiguousarray(frame) if frame.flags.writeable else np.array(frame)
+        out.append(torch.as_tensor(frame, device=device))
+    return out
 
 
 _CUBING_FIELDS = ("prev", "momentum", "seen", "length", "by_head")

@@ -15,12 +15,17 @@ from models.mamba import MambaBlock, MambaState
 
 
 class MambaTemporalEncoder(nn.Module):
-    def __init__(self, d_model: int, cfg: TemporalConfig):
+    def __init__(self, d_model: int, cfg: TemporalConfig, identity: bool = False):
+        """identity: each block's output projection starts at zero, so the untrained encoder returns its input
+        (in front of a pretrained VLM, it changes nothing until trained)."""
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(cfg.n_layers))
         self.layers = nn.ModuleList(
             MambaBlock(d_model, cfg.d_state, cfg.d_conv, cfg.expand, use_cuda_kernels=cfg.use_cuda_kernels)
             for _ in range(cfg.n_layers))
+        if identity:
+            for layer in self.layers:
+                nn.init.zeros_(layer.out_proj.weight)
 
     def init_state(self, batch: int, num_tokens: int, device=None) -> list[MambaState]:
         """Zero state for `batch` streams of `num_tokens` spatial tokens each (one scan per token)."""

@@ -45,6 +45,7 @@ class VideoQA:
     options: tuple[str, ...] = ()
     asked_at: float | None = None  # stream seconds the question is asked at; None: at the video's end
     task: str = ""
+    split: str = ""  # OVO-Bench's: "backward" (old evidence), "realtime" (now) or "forward" (evidence to come)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def _llava(record: dict, base: Path) -> list[VideoQA]:
 
 
 OVO_FORWARD = ("REC", "SSR", "CRR")
+OVO_SPLITS = dict.fromkeys(("EPM", "ASI", "HLD"), "backward") | dict.fromkeys(
+    ("STU", "OJR", "ATR", "ACR", "OCR", "FPD"), "realtime") | dict.fromkeys(OVO_FORWARD, "forward")
 
 
 def _ovo(record: dict, base: Path) -> list[VideoQA]:
@@ -211,7 +214,7 @@ def _ovo(record: dict, base: Path) -> list[VideoQA]:
         if isinstance(gt, bool) or not isinstance(gt, int) or not 0 <= gt < len(options):
             raise ValueError(f"gt must index the {len(options)} options, got {gt!r}")
         return [VideoQA(rid, video, _text(record["question"], "question"), options[gt], options,
-                        _seconds(record["realtime"]), task)]
+                        _seconds(record["realtime"]), task, OVO_SPLITS.get(task, ""))]
     out = []
     for i, point in enumerate(record["test_info"]):
         t = _seconds(point["realtime"])
@@ -221,7 +224,7 @@ def _ovo(record: dict, base: Path) -> list[VideoQA]:
             q = (f"Is the person now doing this step: {_text(point['step'], 'step')}?" if task == "SSR" else
                  f"Can this be answered from what has been shown so far: {_text(record['question'], 'question')}?")
             answer, options = ("Yes" if int(point["type"]) == 1 else "No"), ("Yes", "No")
-        out.append(VideoQA(f"{rid}#{i}", video, q, answer, options, t, task))
+        out.append(VideoQA(f"{rid}#{i}", video, q, answer, options, t, task, "forward"))
     return out
 
 

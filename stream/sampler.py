@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 
 from configs import SamplerConfig
@@ -19,14 +20,17 @@ class Sampler:
                 ...
 
     The rate is chosen on stream time before a frame is converted to RGB, so frames between samples cost
-    only their decode. When the queue is full, a live source's oldest queued frame is dropped (counted in
-    status.frames_dropped): the consumer always gets the freshest frames. A source that is not live (an
-    unpaced file) waits for the consumer instead.
+    only their decode. A live source never waits for the consumer: when the queue is full its oldest
+    frame is dropped, and a frame that waited longer than `max_delay` is dropped when it comes up (both
+    counted in status.frames_dropped). Past capacity, then, the consumer still gets frames at its own full
+    rate, each stream's freshest, and a frame it takes is never older than `max_delay`; streams that share
+    one consumer taking a frame of each in turn (the encoder's batches) lose frames alike. A source that
+    is not live (an unpaced file) waits for the consumer instead.
     """
 
     def __init__(self, source: Source, cfg: SamplerConfig | None = None):
         cfg = cfg or SamplerConfig()
-        self.source, self.period, self.size = source, 1.0 / cfg.fps, cfg.queue_size
+        self.source, self.period, self.size, self.max_delay = source, 1.0 / cfg.fps, cfg.queue_size, cfg.max_delay
         self._queue: deque[Frame] = deque()
         self._changed = asyncio.Condition()
         self._next_due = float("-inf")
@@ -58,10 +62,15 @@ class Sampler:
     async def get(self) -> Frame | None:
         """The oldest queued frame; None once the source has ended. Raises SourceFailed if it gave up."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._queue or self._done)
-            if self._queue:
+            while True:
+                await self._changed.wait_for(lambda: self._queue or self._done)
+                if not self._queue:
+                    break
                 frame = self._queue.popleft()
                 self._changed.notify_all()
+                if self.source.live and time.monotonic() - frame.arrival > self.max_delay:
+                    self.status.frames_dropped += 1  # stale: the consumer fell behind; a fresher one follows
+                    continue
                 return frame
         if self._error is not None:
             raise self._error

@@ -68,7 +68,7 @@ def fixtures(tmp_path_factory):
     for seed in (0, 1):
         write_video(SynthWorld(seed=seed), root / "videos" / f"v{seed}.mp4", seconds=8.0, fps=2.0)
     qs = [(f"v{v}", f"Question {v} {i}?", TIMES[i], (v * 8 + i) % 4) for v in (0, 1) for i in range(8)]
-    ovo = [{"id": f"{v}-{i}", "video": f"videos/{v}.mp4", "task": "odd" if i % 2 else "even", "question": q,
+    ovo = [{"id": f"{v}-{i}", "video": f"videos/{v}.mp4", "task": "STU" if i % 2 else "EPM", "question": q,
             "options": OPTIONS, "realtime": t, "gt": gt} for i, (v, q, t, gt) in enumerate(qs)]
     sb = [{"video_path": f"videos/{v}.mp4", "questions": [
         {"task_type": "odd" if i % 2 else "even", "question": q, "time_stamp": f"00:00:{t:04.1f}",
@@ -95,8 +95,10 @@ def test_truth_scores_all_and_a_fixed_option_scores_chance(cfg, encoders, fixtur
     oracle, first = res["methods"]["oracle"], res["methods"]["first"]
     assert oracle["accuracy"] == 1.0 and oracle["questions"] == 16
     assert first["accuracy"] == 0.25 == first["chance"]  # the truth is each option equally often
-    if fmt != "llava":
-        assert oracle["by_task"] == {"even": 1.0, "odd": 1.0}
+    if fmt == "ovo":  # OVO-Bench's tasks, and its splits
+        assert oracle["by_task"] == {"EPM": 1.0, "STU": 1.0} and oracle["by_split"] == {"backward": 1.0, "realtime": 1.0}
+    if fmt == "streamingbench":
+        assert oracle["by_task"] == {"even": 1.0, "odd": 1.0} and oracle["by_split"] == {}
     assert "| oracle | 100.0% | 25.0% | 16 | 0 |" in table(res)
 
 

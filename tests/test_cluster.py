@@ -44,6 +44,10 @@ def cluster(tmp_path_factory):
     c.shutdown()
 
 
+def ingest_node(controller, sid):
+    return ray.get(ray.get(controller.ingest_of.remote(sid)).ping.remote(), timeout=30)
+
+
 def timeline(controller, sid):
     return ray.get(controller.timeline.remote(sid), timeout=30)
 
@@ -57,6 +61,8 @@ def test_one_encoder_per_gpu_node_and_streams_spread(cluster):
         ray.get(controller.add_stream.remote(f"s{i}", SYNTH.format(i)))
     placement = ray.get(controller.placement.remote())
     assert sorted(placement["streams"].values()) == [0, 0, 1, 1]
+    for i in range(4):  # each stream's ingest worker runs on its encoder's node
+        assert ingest_node(controller, f"s{i}") == placement["encoder_nodes"][placement["streams"][f"s{i}"]]
     for i in range(4):
         wait_for(lambda: len(timeline(controller, f"s{i}")) >= 2, f"cubes of s{i}")
 
@@ -73,7 +79,8 @@ def test_node_removed_under_load_streams_continue_from_snapshots(cluster):
     node = next(n for n in gpu_nodes if n.node_id == placement["encoder_nodes"][lost])
     c.remove_node(node)
     wait_for(lambda: all(e != lost for e in ray.get(controller.placement.remote(), timeout=30)["streams"].values()), "the move")
-    for sid in moved:
+    for sid in moved:  # its ingest moved too: the worker that decodes it now is on the node left
+        assert ingest_node(controller, sid) == next(n for i, n in enumerate(placement["encoder_nodes"]) if i != lost)
         after = wait_for(lambda: (t := timeline(controller, sid)) and len(t) > len(before[sid]) + 2 and t,
                          f"new cubes of {sid} on the other node")
         assert after[:len(before[sid])] == before[sid], f"{sid}: a closed cube was lost in the move"

@@ -64,6 +64,7 @@ def test_ovo_records(tmp_path, video):
         ("1", "c", 4.5, "EPM"), ("2#0", "1", 3.0, "REC"), ("2#1", "2", 7.0, "REC"), ("3#0", "Yes", 5.0, "SSR")]
     assert ds.items[0].options == ("a", "b", "c") and ds.items[3].options == ("Yes", "No")
     assert ds.items[1].question == "How many times did they jump?"
+    assert [q.split for q in ds.items] == ["backward", "forward", "forward", "forward"]
     where = [p.where for p in ds.problems]
     assert len(ds.problems) == 3 and all(w.startswith(str(tmp_path / "ovo.json")) for w in where)
     assert "missing" in ds.problems[0].reason and "gt" in ds.problems[1].reason and "KeyError" in ds.problems[2].reason

@@ -109,6 +109,34 @@ def test_rtsp_stream_answers_with_citations(client, synth):
     assert [x["id"] for x in client.streams()] == [synth]
 
 
+def test_many_cameras_share_one_ingest_worker_and_reach_the_encoder_at_the_profile_size(service, client, synth):
+    """Three RTSP cameras (320x240 on the wire) and a synthetic one: one ingest worker process runs them all,
+    and the frames the encoder gets are already the profile's 64x64."""
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    server = RtspServer(free_port()).start()
+    cams = [f"many{i}" for i in range(3)]
+    try:
+        for cam in cams:
+            client.add(cam, server.url("h264"))
+        workers = {ray.get(service.controller.ingest_of.remote(sid)) for sid in [synth, *cams]}
+        assert len(workers) == 1, "one ingest worker (runtime.ingest_workers: 1) holds every stream"
+        (worker,) = workers
+        assert set(ray.get(worker.stream_ids.remote())) >= {synth, *cams}
+        for cam in cams:
+            wait_for(lambda: len(client.timeline(cam)) >= 1, f"a cube of {cam}")
+        size = service.cfg.vision.image_size
+        encoder = ray.get(service.controller.encoder_of.remote(cams[0]))
+        shapes = ray.get(encoder.__ray_call__.remote(
+            lambda actor, ids: [actor.worker.streams[sid].last_frame.shape for sid in ids], cams))
+        assert shapes == [(size, size, 3)] * 3
+        assert all(client.stream(cam)["source"]["frames_sent"] > 0 for cam in cams)
+    finally:
+        server.kill()
+        for cam in cams:
+            client.remove(cam)
+    assert set(ray.get(worker.stream_ids.remote())) == {synth}, "removed streams stop in their worker"
+
+
 async def test_whip_publisher_through_the_gateway(service, client, synth, loopback_ice):
     await asyncio.to_thread(client.add, "web", "whip://web")
     url = f"{service.url}/whip/web"
@@ -228,8 +256,8 @@ def test_encoder_killed_recovers_without_losing_a_closed_cube(service, client, s
 
 
 def test_ingest_process_killed_is_restarted_and_reconnects(service, client):
-    """The ingest actor's process dies (SIGKILL): Ray restarts it, the controller's health check starts it
-    again, it reconnects to its camera, and the stream's cubes go on with no gap in their ids."""
+    """The ingest worker's process dies (SIGKILL): Ray restarts it, the controller's health check gives it
+    its streams again, they reconnect to their cameras, and their cubes go on with no gap in their ids."""
     client.add("ingest-kill", SYNTH)
     ingest = ray.get(service.controller.ingest_of.remote("ingest-kill"))
     def pid():

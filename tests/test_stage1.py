@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from actors.benchmark import profile_methods, replay
-from actors.train_ray import (STAGE1_WEIGHTS, Stage1Settings, base_model, batch_indices, clip_sample, load_stage1,
-                              train_stage1)
+from actors.train_ray import Stage1Settings, base_model, batch_indices, clip_sample, train_stage1
+from actors.worker import load_models
 from configs import load_config
+from models.checkpoint import STAGE1_WEIGHTS, load_stage1
 from models.stage1 import Stage1Model, noise_weight
 from stream.datasets import load_dataset
 from stream.synth_export import export_synth
@@ -91,6 +92,15 @@ def test_ray_train_two_cpu_workers_checkpoint_resume_and_live_path(llava, tmp_pa
     model.eval()
     with torch.no_grad():
         assert float(model(fixed, 0.0)["total"]) == pytest.approx(full.metrics["fixed_loss"], rel=1e-5)
+
+    # a profile naming it (`stage1:`) loads it where the runtime loads its models
+    runtime_encoder, runtime_llm = load_models(load_config(overrides={"stage1": full.checkpoint.path}))
+    assert all(torch.equal(v, runtime_encoder.state_dict()[k.removeprefix("encoder.")]) for k, v in a.items()
+               if k.startswith("encoder."))
+    assert all(torch.equal(v, runtime_llm.projector.state_dict()[k.removeprefix("projector.")]) for k, v in a.items()
+               if k.startswith("projector."))
+    with pytest.raises(FileNotFoundError, match="not a stage-1 checkpoint"):
+        load_stage1(encoder, llm, tmp_path)
 
     # and run in the live path: a benchmark replay through the encoder worker with the trained modules
     ovo = tmp_path / "ovo"

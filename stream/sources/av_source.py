@@ -1,6 +1,7 @@
 """RTSP/RTSPS cameras and media files, decoded by FFmpeg through PyAV."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -87,20 +88,68 @@ class FileSource(Source):
 
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
-    """Decode the first video stream; convert to RGB only the frames `keep` wants."""
+    """Decode the first video stream on `cfg.decode_threads` threads; convert only the frames `keep` wants,
+    reduced by libswscale to `source.size` on the way to RGB. A live camera read behind real time (the
+    cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
     stream = container.streams.video[0]
+    stream.codec_context.thread_count = source.cfg.decode_threads
+    lag = Lag(source.cfg.max_lag) if source.live and not realtime else None
     start = None  # (stream time, wall time) of the first frame, for pacing
-    for vf in container.decode(stream):
-        arrival = time.monotonic()
-        pts = source._decoded(vf.time, arrival)
-        if realtime:
-            start = start or (pts, arrival)
-            if (ahead := (pts - start[0]) - (arrival - start[1])) > 0:
-                time.sleep(ahead)
-                arrival = time.monotonic()
-        if keep(pts):
-            yield Frame(vf.to_ndarray(format="rgb24"), pts, arrival)
+    for packet in container.demux(stream):
+        if lag is not None and packet.pts is not None:
+            skip = lag.skip(float(packet.pts * stream.time_base), time.monotonic(), packet.is_keyframe)
+            source.status.lag = lag.lag
+            if skip:
+                source.status.frames_skipped += 1
+                continue
+        for vf in packet.decode():
+            arrival = time.monotonic()
+            pts = source._decoded(vf.time, arrival)
+            if realtime:
+                start = start or (pts, arrival)
+                if (ahead := (pts - start[0]) - (arrival - start[1])) > 0:
+                    time.sleep(ahead)
+                    arrival = time.monotonic()
+            if keep(pts):
+                yield Frame(source.to_rgb(vf), pts, arrival)
         if source._closed:
             return
+
+
+class Lag:
+    """How far behind real time a live stream is read, and whether to skip its next packet.
+
+    Lag is how much (arrival - camera time) has grown over its least value this session. Past `limit`
+    seconds the stream is read at its keyframes only, which costs a fraction of a full decode, so the
+    reading catches up: skipping stops at a keyframe once the lag is under a quarter of the limit, or once
+    it stopped shrinking from one keyframe to the next (the backlog is read; what is left is a step in the
+    camera's clock, which becomes the new baseline). Each stream decides alone, so streams that share
+    overloaded cores all lose frames alike, and every one stays within about `limit` of real time.
+    """
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self.base = math.inf
+        self.lag = 0.0  # at the last packet
+        self.skipping = False
+        self._at_last_key = math.inf
+
+    def skip(self, camera_time: float, now: float, keyframe: bool) -> bool:
+        offset = now - camera_time
+        self.base = min(self.base, offset)
+        lag = self.lag = offset - self.base
+        if not self.skipping:
+            if lag > self.limit and not keyframe:
+                self.skipping, self._at_last_key = True, math.inf
+                return True
+            return False
+        if not keyframe:
+            return True
+        if lag < self.limit / 4 or lag >= self._at_last_key - 1e-3:
+            self.skipping = False
+            if lag >= self.limit / 4:
+                self.base, self.lag = offset, 0.0
+        self._at_last_key = lag
+        return False  # a keyframe is always decoded: later frames need it

@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from configs import SourceConfig
 from stream.frame import Frame
 from stream.sources.backoff import Backoff
@@ -44,6 +46,7 @@ class Source:
     live = True  # a live source is never made to wait: a slow consumer loses frames, the camera does not
     restart_on_end = True  # False: a clean end ends the source (a file played once)
     camera = False  # frames come at the camera's pace: watched for stalls, stream time kept to arrival
+    size: tuple[int, int] | None = None  # (width, height) decoded video is reduced to before it is delivered; None: as sent
 
     def __init__(self, spec: str, cfg: SourceConfig):
         self.cfg = cfg
@@ -88,6 +91,12 @@ class Source:
         self._closed = True
         if self.status.state != "failed":
             self.status.state = "ended"
+
+    def to_rgb(self, vf) -> np.ndarray:
+        """A decoded av.VideoFrame as uint8 RGB [H, W, 3], reduced to `size` by libswscale in the same pass
+        (area averaging: every source pixel counts, as in the encoder's antialiased resize)."""
+        width, height = self.size or (None, None)
+        return vf.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
 
     def _decoded(self, raw_pts: float | None, arrival: float) -> float:
         """Book one decoded frame; returns its stream time. The first frame of a session is what proves

@@ -53,7 +53,7 @@ class WhipSource(Source):
                 arrival = time.monotonic()
                 pts = self._decoded(vf.time, arrival)
                 if keep(pts):
-                    yield Frame(await asyncio.to_thread(vf.to_ndarray, format="rgb24"), pts, arrival)
+                    yield Frame(await asyncio.to_thread(self.to_rgb, vf), pts, arrival)
         except asyncio.CancelledError:  # the frame watchdog: media stopped, the publisher may still resume
             if track.readyState == "live" and not self._closed:
                 self._tracks.put_nowait(track)

@@ -1,0 +1,185 @@
+"""Ingest without Ray: the batching at both ends of the call to an encoder, overload that drops fairly and
+is counted, frames reduced at the source, and a camera read behind real time catching up by its keyframes."""
+import asyncio
+import time
+
+import pytest
+
+from actors.batching import EncoderIntake, FrameBatcher
+from actors.ingest import Ingest
+from configs import SamplerConfig, load_config
+from conftest import need
+from stream.sampler import Sampler
+from stream.sources import open_source
+from stream.sources.av_source import Lag
+from test_sources_rtsp import FAST, RtspServer, free_port, have_gst_rtsp_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Encoder:
+    """The encoder actor's intake (EncoderIntake) over passes that take a fixed time whatever their size,
+    reached through a FrameBatcher as an ingest worker's streams reach it: an Ingest target."""
+
+    def __init__(self, seconds_per_pass: float, max_batch: int = 64):
+        self.seconds_per_pass = seconds_per_pass
+        self.passes: list[list[str]] = []
+        self.intake = EncoderIntake(self._pass, max_batch)
+        self.batcher = FrameBatcher(lambda ids, images, pts, arrivals: self.intake.submit(list(zip(ids, images, pts, arrivals))))
+
+    async def attach(self, stream_id):
+        return None
+
+    async def push(self, stream_id, image, pts, arrival):
+        return await self.batcher.push(stream_id, image, pts, arrival)
+
+    async def _pass(self, items):
+        self.passes.append([item[0] for item in items])
+        await asyncio.sleep(self.seconds_per_pass)
+        return {item[0]: None for item in items}
+
+
+async def test_batcher_sends_what_was_pushed_in_one_turn_in_one_call():
+    release = asyncio.Event()
+    calls = []
+
+    async def send(ids, images, pts, arrivals):
+        calls.append(ids)
+        await release.wait()
+        return ["unknown stream" if sid == "b" else None for sid in ids]
+
+    batcher = FrameBatcher(send)
+    first = asyncio.create_task(batcher.push("a", None, 0.0, 0.0))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(batcher.push(sid, None, 0.0, 0.0)) for sid in ("b", "c", "d")]
+    await asyncio.sleep(0.05)
+    assert calls == [["a"], ["b", "c", "d"]]  # pushed in one turn: one call; calls do not wait for each other
+    release.set()
+    assert await first is None
+    assert [await t for t in rest] == ["unknown stream", None, None]  # each frame gets its own answer
+    assert batcher.calls == 2
+
+
+async def test_intake_serves_streams_in_turn_when_they_outnumber_a_pass():
+    encoder = Encoder(seconds_per_pass=0.01, max_batch=2)
+    await asyncio.gather(*(encoder.intake.submit([(sid, None, float(k), 0.0) for k in range(3)]) for sid in "abcde"))
+    assert len(encoder.passes) == 8 and all(len(p) <= 2 for p in encoder.passes[:-1])
+    for sid in "abcde":  # 15 frames in passes of 2: each stream served within every 3 passes
+        served = [i for i, p in enumerate(encoder.passes) if sid in p]
+        assert len(served) == 3 and max(b - a for a, b in zip([-1] + served, served)) <= 3, (sid, encoder.passes)
+
+
+async def test_batcher_fails_every_frame_of_a_failed_call():
+    async def send(ids, images, pts, arrivals):
+        raise TimeoutError("encoder gone")
+
+    batcher = FrameBatcher(send)
+    results = await asyncio.gather(*(batcher.push(sid, None, 0.0, 0.0) for sid in "xyz"), return_exceptions=True)
+    assert all(isinstance(r, TimeoutError) for r in results)
+
+
+async def test_overload_drops_fairly_counts_it_and_keeps_the_encoder_at_full_rate():
+    """Four cameras sampled at 4 fps (16 frames/s) into an encoder that runs 2 passes a second: every pass
+    takes a frame of every stream, the samplers drop the rest (counted), and all streams lose alike."""
+    cfg = load_config(overrides={"sampler": {"fps": 4.0}})
+    encoder = Encoder(seconds_per_pass=0.5)
+    ingests = [Ingest(f"s{i}", f"synth://?seed={i}&fps=8&speed=1", cfg) for i in range(4)]
+    for ingest in ingests:
+        ingest.retarget(encoder)
+        ingest.start()
+    await asyncio.sleep(8.0)
+    passes = list(encoder.passes)
+    for ingest in ingests:
+        await ingest.close()
+    sent = [ingest.frames_sent for ingest in ingests]
+    dropped = [ingest.source.status.frames_dropped for ingest in ingests]
+    assert max(sent) - min(sent) <= 2, sent  # fair: each pass takes one frame of every stream waiting
+    assert min(dropped) > 0 and max(dropped) - min(dropped) <= 0.2 * max(dropped) + 3, dropped  # counted, alike
+    for ingest in ingests:  # every sampled frame is accounted for: sent, dropped, or still queued or in flight
+        st = ingest.source.status
+        assert st.frames_sampled - st.frames_dropped - ingest.frames_sent <= cfg.sampler.queue_size + 2
+    steady = passes[2:]  # past start-up every pass is full: the encoder never waits for frames
+    assert steady and sum(len(p) == 4 for p in steady) >= 0.9 * len(steady), passes
+
+
+async def test_frames_that_waited_past_max_delay_are_dropped_not_delivered():
+    source = open_source("synth://?fps=20&speed=1000&duration=2")  # live: 41 frames in a few ms
+    async with Sampler(source, SamplerConfig(fps=20, queue_size=8, max_delay=0.2)) as sampler:
+        while source.status.state != "ended":
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # the consumer stalls past max_delay
+        frames = [f async for f in sampler]
+    assert frames == []  # stale frames are never handed out ...
+    st = source.status
+    assert (st.frames_sampled, st.frames_dropped) == (41, 41)  # ... and every one is counted
+
+
+def test_lag_skips_to_keyframes_while_behind_and_resumes_once_caught_up():
+    lag = Lag(limit=1.0)
+    # on time: 15 fps, a keyframe each second
+    assert not any(lag.skip(k / 15, 100 + k / 15, k % 15 == 0) for k in range(30))
+    # the reader falls behind: the camera's clock advances 10 frames per 15 of wall time
+    decisions = [lag.skip(2 + k / 15, 102 + 1.5 * k / 15, k % 15 == 0) for k in range(60)]
+    first = decisions.index(True)
+    assert 0 < first < 60
+    assert all(d == (k % 15 != 0) for k, d in enumerate(decisions) if k >= first)  # keyframes only
+    # catching up: packets come faster than real time (the backlog read without decoding)
+    t, now = 2 + 60 / 15, 102 + 1.5 * 60 / 15
+    for k in range(1, 60):
+        keyframe = k % 15 == 0
+        skipped = lag.skip(t + k / 15, now + k / 60, keyframe)
+        if keyframe and not lag.skipping:
+            break
+    assert not lag.skipping, "decodes every frame again once caught up"
+    assert not lag.skip(t + (k + 1) / 15, now + k / 60 + 1 / 15, False)
+
+
+def test_lag_takes_a_step_in_the_camera_clock_as_its_new_baseline():
+    lag = Lag(limit=1.0)
+    for k in range(15):
+        lag.skip(k / 15, k / 15, k % 15 == 0)
+    # the camera's clock steps back 5 s; frames then come in real time: a constant lag, no backlog
+    for k in range(15, 75):
+        lag.skip(k / 15 - 5, k / 15, k % 15 == 0)
+    assert not lag.skipping and not lag.skip(75 / 15 - 5, 75 / 15, False)
+
+
+@pytest.fixture(scope="module")
+def server():
+    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
+    s = RtspServer(free_port()).start()
+    yield s
+    s.kill()
+
+
+async def test_rtsp_frames_are_reduced_at_the_source_to_the_size_asked(server):
+    source = open_source(server.url("h264"), FAST)  # 320x240 on the wire
+    source.size = (64, 48)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        frame = await sampler.get()
+    assert frame.image.shape == (48, 64, 3) and frame.image.dtype.name == "uint8"
+
+
+async def test_rtsp_camera_read_behind_real_time_catches_up_on_keyframes(server):
+    """Decoding slower than the camera sends (a keep that takes 0.15 s a frame: under 7 of its 15 fps):
+    the source skips to keyframes, counts what it skipped, and its frames stay near real time."""
+    source = open_source(server.url("h264"), FAST, max_lag=1.0)
+    seen = []
+
+    def slow_keep(pts):
+        time.sleep(0.15)
+        seen.append((time.monotonic(), pts))
+        return True
+
+    async def read():
+        async for _ in source.frames(keep=slow_keep):
+            if len(seen) > 60:
+                break
+
+    await asyncio.wait_for(read(), 60)
+    source.close()
+    st = source.status
+    assert st.frames_skipped > 0
+    (w0, p0), (w1, p1) = seen[0], seen[-1]
+    # without skipping, 60 frames at 0.15 s would be 9 s of wall time for 4 s of stream time
+    assert (w1 - w0) - (p1 - p0) < 3.0, (w1 - w0, p1 - p0)
