@@ -305,15 +305,14 @@ class Controller:
         await self._bounded(self.encoders[s.encoder].remove_stream.remote(stream_id, True))
 
     async def save_all(self) -> None:
-        """Before the service stops: stop every stream's ingest, then have its encoder save the stream's
-        state and close its store (its files stay), so that a restart resumes each stream where it stopped."""
-        async def save(sid: str, s: _Stream) -> None:
-            if s.ingest is not None:
-                with contextlib.suppress(Exception):
-                    await self._bounded(s.ingest.close.remote())
-            await self._bounded(self.encoders[s.encoder].remove_stream.remote(sid, False))
-
-        await asyncio.gather(*(save(sid, s) for sid, s in self.streams.items()), return_exceptions=True)
+        """Before the service stops: stop the health checks and every ingest worker's streams, then have each
+        stream's encoder save its state and close its store (its files stay), so that a restart resumes each
+        stream where it stopped."""
+        if self._monitor is not None:
+            self._monitor.cancel()  # it would start the ingests again
+        await asyncio.gather(*(self._bounded(w.close.remote()) for ws in self.ingests for w in ws), return_exceptions=True)
+        await asyncio.gather(*(self._bounded(self.encoders[s.encoder].remove_stream.remote(sid, False))
+                               for sid, s in self.streams.items()), return_exceptions=True)
 
     async def list_streams(self) -> list[dict]:
         return await asyncio.gather(*(self.stream(sid) for sid in list(self.streams)))
