@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from actors.worker import EncoderWorker
+from actors.worker import EncoderWorker, load_models
 from configs import Config
 from models.answerer import Answerer, QuestionError
 from models.cube_encoder import CubeEncoder
@@ -46,7 +46,7 @@ class StreamAnswerer(Protocol):
 @dataclass
 class Method:
     name: str
-    encoder: CubeEncoder  # weights and cubing rule of this method's live encoder
+    encoder: object  # this method's live encoder: a CubeEncoder (weights and cubing rule) or a VLMStreamEncoder
     answerer: StreamAnswerer
     newest: int | None = None  # show the answerer only the newest this many memory entries (None: all)
 
@@ -161,18 +161,43 @@ def _ask(sid: str, q: VideoQA, methods: list[Method], workers: dict[str, Encoder
     return out
 
 
-def profile_methods(cfg: Config, encoder: CubeEncoder, llm, recent_frames: int | None = None) -> list[Method]:
+def profile_methods(cfg: Config, encoder: CubeEncoder | None = None, llm=None, recent_frames: int | None = None,
+                    device: str = "cpu") -> list[Method]:
     """The profile's adaptive cubes and the recent-frames baseline (SimpleStream) with the same weights and
-    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit)."""
+    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit).
+    A profile with `model.vlm` builds both from its VLM; else from `encoder` and `llm` (default: the profile's)."""
+    recent_cfg = copy.deepcopy(cfg.answer)
+    recent_cfg.selection = "recent"
+    if cfg.model.vlm:
+        return _vlm_methods(cfg, recent_cfg, recent_frames, device)
+    if encoder is None:
+        encoder, llm = load_models(cfg)
     frames_cfg = copy.deepcopy(cfg)
     frames_cfg.cubing.min_len = frames_cfg.cubing.max_len = 1
     frames_cfg.cubing.event_max_len = None
     per_frame = CubeEncoder(frames_cfg).eval()
     per_frame.load_state_dict(encoder.state_dict())
-    recent_cfg = copy.deepcopy(cfg.answer)
-    recent_cfg.selection = "recent"
     return [Method("adaptive", encoder.eval(), Answerer(llm, cfg.answer)),
             Method("recent-frames", per_frame, Answerer(llm, recent_cfg), newest=recent_frames)]
+
+
+def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str) -> list[Method]:
+    """For a VLM, a frame of the baseline is a cube of one frame pooled to the same space grid (t = 1)."""
+    from models.vlm import load_vlm
+    from models.vlm.answerer import VLMAnswerer
+    from models.vlm.profile import temporal_encoder
+    from models.vlm.stream_encoder import VLMStreamEncoder
+
+    m = cfg.model
+    device = device if m.device == "auto" else m.device
+    vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
+    language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
+    grid, frame_grid = tuple(m.cube_grid), (1, *m.cube_grid[1:])
+    temporal = temporal_encoder(cfg, vision.width)
+    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device),
+                   VLMAnswerer(language, cfg.answer, grid)),
+            Method("recent-frames", VLMStreamEncoder(vision, frame_grid, 1, 1, temporal, device),
+                   VLMAnswerer(language, recent_cfg, frame_grid), newest=recent_frames)]
 
 
 def table(results: dict) -> str:

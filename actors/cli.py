@@ -119,24 +119,26 @@ def cmd_eval(args) -> int:
 def cmd_eval_dataset(args) -> int:
     """`eval --dataset DIR --format F`: a video QA benchmark replayed live, beside the recent-frames baseline."""
     import json
+    import os
 
     from actors.benchmark import profile_methods, replay, table
-    from actors.worker import load_models
     from configs import load_config
-    from models.checkpoint import load_model
+    from models.checkpoint import load_model, load_stage1
     from stream.datasets import load_dataset
 
     if not args.format:
         raise SystemExit("eval --dataset needs --format (ovo, streamingbench or llava)")
     cfg = load_config(args.config, overrides=settings(args.set))
+    if args.stage1:
+        cfg.stage1 = os.path.abspath(args.stage1)
     dataset = load_dataset(args.dataset, args.format)
     for p in dataset.problems:
         print(f"skipped {p.where}: {p.reason}")
-    encoder, llm = load_model(cfg, args.checkpoint) if args.checkpoint else load_models(cfg)
-    if args.stage1:
-        from models.checkpoint import load_stage1
-
-        load_stage1(encoder, llm, args.stage1)
+    encoder = llm = None
+    if args.checkpoint and not cfg.model.vlm:
+        encoder, llm = load_model(cfg, args.checkpoint)
+        if cfg.stage1:
+            load_stage1(encoder, llm, cfg.stage1)
     results = replay(dataset, profile_methods(cfg, encoder, llm, args.recent_frames), cfg, fps=args.fps)
     print(f"\n{args.dataset} ({args.format}): {len(dataset.items)} questions, replayed live at "
           f"{results['fps']:g} fps\n")
@@ -234,6 +236,56 @@ def cmd_ask(args) -> int:
         print(f"  option {option!r}: log-likelihood {logp:.3f}")
     for c in a["citations"]:
         print(f"  cited t={c['start']:.1f}-{c['end']:.1f}s (score {c['score']:.3f})")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    _client(args).remove(args.id)
+    print(f"removed {args.id}")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    settings = {k: v for k, v in (("id", args.watch_id), ("options", args.option), ("window_s", args.window),
+                                  ("confirm", args.confirm), ("clear_s", args.clear), ("cooldown_s", args.cooldown))
+                if v is not None}
+    w = _client(args).add_watch(args.id, args.question, args.answer, **settings)
+    print(f"watch {w['id']} on {w['stream']}: {w['question']!r} fires on {', '.join(w['answers'])}")
+    return 0
+
+
+def cmd_watches(args) -> int:
+    print(f"{'watch':12} {'stream':16} {'armed':5} {'fires on':16} question")
+    for w in _client(args).watches(args.id):
+        print(f"{w['id']:12} {w['stream']:16} {str(w['state']['armed']):5} {','.join(w['answers']):16} {w['question']}")
+    return 0
+
+
+def cmd_unwatch(args) -> int:
+    _client(args).remove_watch(args.id, args.watch_id)
+    print(f"removed watch {args.watch_id}")
+    return 0
+
+
+def cmd_events(args) -> int:
+    client = _client(args)
+    events = client.follow_events(args.after, args.stream, timeout=3600) if args.follow else \
+        client.events(since=args.since, after=args.after, stream=args.stream, limit=args.limit)
+    for e in events:
+        print(f"#{e['id']} {e['stream']} watch {e['watch']}: {e['answer']!r} at t={e['start']:.1f}-{e['end']:.1f}s  "
+              f"{e['thumbnail']}", flush=True)
+    return 0
+
+
+def cmd_search(args) -> int:
+    for r in _client(args).search(args.query, args.stream, args.start, args.end, args.limit):
+        print(f"{r['score']:8.3f}  {r['stream']:16} t={r['start']:.1f}-{r['end']:.1f}s  {r['thumbnail']}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    c = _client(args).chat(args.id, args.question, args.start, args.end)
+    print(c["choices"][0]["message"]["content"])
     return 0
 
 
@@ -335,10 +387,45 @@ def main(argv: list[str] | None = None) -> int:
                    help="override any config value, e.g. model.vlm=Qwen/Qwen2.5-VL-3B-Instruct")
     p.set_defaults(func=cmd_serve)
     for name, fn, help_ in (("add", cmd_add, "add a stream"), ("streams", cmd_streams, "list streams"),
-                            ("ask", cmd_ask, "ask a question of a stream")):
+                            ("ask", cmd_ask, "ask a question of a stream"), ("remove", cmd_remove, "remove a stream"),
+                            ("watch", cmd_watch, "add a watch (a standing query that raises alerts)"),
+                            ("watches", cmd_watches, "list watches"), ("unwatch", cmd_unwatch, "remove a watch"),
+                            ("events", cmd_events, "list alerts, or follow them as they happen (--follow)"),
+                            ("search", cmd_search, "search every stream's memory"),
+                            ("chat", cmd_chat, "ask through the OpenAI-compatible endpoint")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--url", help="the gateway (default $CUBESTREAM_URL or http://127.0.0.1:8080)")
         p.add_argument("--token", help="bearer token (default $CUBESTREAM_TOKEN)")
+        if name == "watches":
+            p.add_argument("id", nargs="?", help="only this stream's")
+        if name in ("watch", "unwatch", "chat", "remove"):
+            p.add_argument("id")
+        if name == "watch":
+            p.add_argument("question")
+            p.add_argument("--answer", action="append", help="an answer that fires it (repeat; none: a yes/no question)")
+            p.add_argument("--option", action="append", help="ask it as multiple choice among these (repeat)")
+            p.add_argument("--watch-id", help="the watch's id (default: generated)")
+            p.add_argument("--window", type=float, help="seconds of newest stream time asked about (default 30)")
+            p.add_argument("--confirm", type=int, help="matching answers in a row before it fires (default 1)")
+            p.add_argument("--clear", type=float, help="stream seconds without a match before it can fire again (default 8)")
+            p.add_argument("--cooldown", type=float, help="stream seconds between two alerts at least (default 30)")
+        if name == "unwatch":
+            p.add_argument("watch_id")
+        if name == "events":
+            p.add_argument("--follow", action="store_true", help="stream them as they happen (Server-Sent Events)")
+            p.add_argument("--since", type=float, help="after this unix time")
+            p.add_argument("--after", type=int, help="after this event id")
+            p.add_argument("--stream")
+            p.add_argument("--limit", type=int)
+        if name == "search":
+            p.add_argument("query")
+            p.add_argument("--stream", action="append", help="only these streams (repeat)")
+            p.add_argument("--limit", type=int)
+        if name in ("search", "chat"):
+            p.add_argument("--start", type=float, help="only cubes after this stream time (s)")
+            p.add_argument("--end", type=float, help="only cubes before this stream time (s)")
+        if name == "chat":
+            p.add_argument("question")
         if name in ("add", "ask"):
             p.add_argument("id")
         if name == "add":

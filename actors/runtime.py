@@ -205,6 +205,17 @@ class LLMActor:
                 "cubes_considered": a.cubes_considered, "cubes_used": a.cubes_used} | \
             ({"option_logprobs": a.option_logprobs} if a.option_logprobs is not None else {})
 
+    def search(self, stream_ids: list[str], query: str, limit: int, *memories: list) -> dict:
+        """The entries of the streams' memories (one list each, in the order of `stream_ids`) most relevant to
+        `query`, best first (actors/search.py)."""
+        from actors.search import rank
+        from models.answerer import QuestionError
+
+        try:
+            return {"results": rank(self.answerer, dict(zip(stream_ids, memories)), query, limit)}
+        except QuestionError as e:
+            return {"error": str(e)}
+
 
 class RequestError(ValueError):
     """A request the runtime refuses (the gateway answers 400); `status` 404 for an unknown stream."""
@@ -359,6 +370,18 @@ class Controller:
         if "error" in result:
             raise RequestError(result["error"])
         return result
+
+    async def search(self, query: str, stream_ids: list[str] | None, start: float | None, end: float | None,
+                     limit: int) -> list[dict]:
+        """Memory entries of `stream_ids` (None: all) overlapping [start, end], ranked by relevance to `query`."""
+        sids = list(self.streams) if stream_ids is None else list(dict.fromkeys(stream_ids))
+        windows = [self.encoders[self._get(sid).encoder].window.remote(sid, start, end) for sid in sids]
+        llm = self.llms[self.next_llm % len(self.llms)]
+        self.next_llm += 1
+        result = await self._bounded(llm.search.remote(sids, query, limit, *windows))
+        if "error" in result:
+            raise RequestError(result["error"])
+        return result["results"]
 
     async def metrics(self) -> dict:
         per_stream = await self.list_streams()

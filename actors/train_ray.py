@@ -71,14 +71,30 @@ def base_model(cfg: Config, checkpoint: str | None):
     return load_model(cfg, checkpoint) if checkpoint else load_models(cfg)
 
 
-def build_stage1(cfg: Config, s: Stage1Settings) -> Stage1Model:
+def build_stage1(cfg: Config, s: Stage1Settings):
+    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder under both frozen
+    halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower and LLM."""
+    if cfg.model.vlm:
+        from models.vlm import load_vlm
+        from models.vlm.profile import temporal_encoder
+        from models.vlm.stage1 import VLMStage1Model
+
+        m = cfg.model
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if m.device == "auto" else m.device
+        vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
+        language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
+        temporal = temporal_encoder(cfg, vision.width)
+        if temporal is None:
+            raise ValueError("stage 1 for a VLM trains its temporal encoder: set model.temporal_layers (e.g. 2)")
+        return VLMStage1Model(vision, language, temporal, tuple(m.cube_grid), m.min_frames, m.max_frames)
     encoder, llm = base_model(cfg, s.checkpoint)
     return Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
 
 
 def clip_sample(q: VideoQA, fps: float, clip_seconds: float) -> ClipSample:
     """The question's clip: the frames of the `clip_seconds` up to its time (the video's end where it has none)."""
-    frames = list(decode_frames(q.video, fps, until=q.asked_at))
+    since = 0.0 if q.asked_at is None else max(0.0, q.asked_at - clip_seconds)
+    frames = list(decode_frames(q.video, fps, until=q.asked_at, since=since))
     if not frames:
         raise VideoError(f"{q.video}: no frames before t={q.asked_at}")
     end = frames[-1][0]

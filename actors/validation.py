@@ -2,7 +2,8 @@
 
     app = web.Application(middlewares=[..., Guard(cfg.server).middleware, ...])
     body = await read_object(request, {"id": str, "source": str}, {"start": float})
-    if not bearer_matches(request, token): ...
+    value = decode(raw_bytes)                 # any JSON value, checked; BodyError (a ValueError) if not
+    ok = hmac.compare_digest(authorization(request), b"Bearer " + token.encode())
     runner = web.AppRunner(app, logger=CLIENT_ERROR_LOGGER)
 
 What it stands between the network and the handlers for:
@@ -20,7 +21,6 @@ What it stands between the network and the handlers for:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -48,11 +48,12 @@ class BadRequest(web.HTTPBadRequest):
         super().__init__(text=message.rstrip("\n") + "\n")
 
 
-def bearer_matches(request: web.BaseRequest, token: str) -> bool:
-    """Whether the request carries `Authorization: Bearer <token>`, compared in constant time. A header
-    with bytes that are not UTF-8 reaches us as surrogate escapes: compared as the bytes it was sent as."""
-    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(given, f"Bearer {token}".encode())
+def authorization(request: web.BaseRequest) -> bytes:
+    """The Authorization header as the bytes it was sent as: bytes that are not UTF-8 reach us as surrogate
+    escapes, which plain `.encode()` refuses."""
+    return request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+
+
 
 
 def clean_text(value: str, what: str) -> str:
@@ -91,26 +92,24 @@ async def read_object(request: web.Request, required: dict[str, type | tuple], o
     present and not null, no other keys than these, each value of its type. Numbers are finite; `float`
     accepts ints; `list` holds text only (the API's lists are options)."""
     raw = await request.read()  # the Guard has read it already, under its deadline and size limit
-    kind = "msgpack" if request.content_type == MSGPACK else "JSON"
     try:
-        body = unpackb(raw, max_bytes=len(raw) + 1) if kind == "msgpack" else json.loads(raw, parse_constant=_no_constant)
-    except (CodecError, ValueError, RecursionError) as e:  # RecursionError: JSON nested past Python's stack
-        raise BadRequest(f"the body is not valid {kind}" + (f": {e}" if isinstance(e, _Refused) else "")) from None
-    check_value(body)
+        body = decode(raw, msgpack=request.content_type == MSGPACK)
+    except BodyError as e:
+        raise BadRequest(str(e)) from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be an object")
     types = {**required, **(optional or {})}
     for key, value in body.items():
         if key not in types:
             raise BadRequest(f"unknown field {key!r}; expected {', '.join(types)}")
-        if value is None:
-            continue
         want = types[key] if isinstance(types[key], tuple) else (types[key],)
+        if value is None or object in want:  # object: the route checks it itself
+            continue
         if float in want:
             want = (*want, int)
         if isinstance(value, bool) and bool not in want or not isinstance(value, want):
             raise BadRequest(f"field {key!r} has the wrong type")
-        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+        if list in want and isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise BadRequest(f"field {key!r} must be a list of strings")
     missing = [k for k in required if body.get(k) is None]
     if missing:
@@ -118,26 +117,43 @@ async def read_object(request: web.Request, required: dict[str, type | tuple], o
     return body
 
 
-class _Refused(ValueError):
-    pass
+class BodyError(ValueError):
+    """A body that does not decode to a value the API can take; the message says why."""
+
+
+def decode(raw: bytes, msgpack: bool = False):
+    """A request body decoded from JSON (or msgpack) and checked by `check_value`; else BodyError."""
+    kind = "msgpack" if msgpack else "JSON"
+    try:
+        value = unpackb(raw, max_bytes=len(raw) + 1) if msgpack else json.loads(raw, parse_constant=_no_constant)
+    except BodyError:
+        raise
+    except (CodecError, ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
+        raise BodyError(f"the body is not valid {kind}") from None
+    check_value(value)
+    return value
 
 
 def _no_constant(name: str):
-    raise _Refused(f"{name} is not a number JSON allows")
+    raise BodyError(f"the body holds {name}, which is not a number")
 
 
 def check_value(value) -> None:
-    """Refuse a decoded body nested deeper than MAX_DEPTH, with a number that is not finite, or with text
-    that is not valid Unicode (keys included). Iterative: the depth it can be given is not Python's."""
+    """Refuse (BodyError) a decoded body nested deeper than MAX_DEPTH, with a number that is not finite, or
+    with text that is not valid Unicode or holds NUL (keys included). Iterative: the depth it can be given
+    is not Python's."""
     stack = [(value, 1)]
     while stack:
         v, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise BadRequest(f"the body is nested deeper than {MAX_DEPTH} levels")
+            raise BodyError(f"the body is nested deeper than {MAX_DEPTH} levels")
         if isinstance(v, float) and not math.isfinite(v):
-            raise BadRequest("the body holds a number that is not finite (NaN or infinity)")
+            raise BodyError("the body holds a number that is not finite (NaN or infinity)")
         if isinstance(v, str):
-            clean_text(v, "a string in the body")
+            try:
+                clean_text(v, "a string in the body")
+            except BadRequest as e:
+                raise BodyError(e.text.strip()) from None
         elif isinstance(v, dict):
             stack.extend((k, depth + 1) for k in v)
             stack.extend((x, depth + 1) for x in v.values())

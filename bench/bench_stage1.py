@@ -4,6 +4,7 @@
 Clips come from synthetic worlds exported as a LLaVA-style dataset (`stream/synth_export.py`) and are decoded
 once, so the table measures the model, not the decoder. Prints a table; medians over the timed steps.
 Run: .venv/bin/python bench/bench_stage1.py [--config default] [--clip-seconds 30] [--steps 5]
+     .venv/bin/python bench/bench_stage1.py --config vlm --set model.vlm=PATH --set model.temporal_layers=2
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import time
 
 import torch
 
-from actors.train_ray import base_model, clip_sample
+from actors.cli import settings as overrides
+from actors.train_ray import Stage1Settings, build_stage1, clip_sample
 from configs import load_config
-from models.stage1 import Stage1Model
 from stream.datasets import load_dataset
 from stream.synth_export import export_synth
 
@@ -28,22 +29,22 @@ def main():
     ap.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per batch size (after one warm-up)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=overrides(args.set))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    encoder, llm = base_model(cfg, None)
-    model = Stage1Model(cfg, encoder, llm).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
     sizes = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory() as d:
         export_synth(d, "llava", videos=max(sizes), seconds=args.clip_seconds, questions=2)
-        items = load_dataset(d, "llava").items
-        clips = [clip_sample(q, cfg.sampler.fps, args.clip_seconds) for q in items]
-    for c in clips:
-        c.frames = c.frames.to(device)
+        model = build_stage1(cfg, Stage1Settings(dataset=d, format="llava")).to(device).train()
+        clips = [clip_sample(q, cfg.sampler.fps, args.clip_seconds) for q in load_dataset(d, "llava").items]
+    if not cfg.model.vlm:  # the VLM's vision side takes frames on the CPU (its own processor)
+        for c in clips:
+            c.frames = c.frames.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
     frames = len(clips[0].times)
     print(f"profile {args.config!r} on {device} ({args.threads} threads): clips of {frames} frames "
           f"({args.clip_seconds:g} s at {cfg.sampler.fps:g} fps), trained: "

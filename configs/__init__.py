@@ -359,6 +359,45 @@ class ServerConfig:
 
 
 @dataclass
+class WebhookConfig:
+    """A URL every event is POSTed to, its body signed with HMAC-SHA256 under `secret`."""
+    url: str
+    secret: str
+
+    def __post_init__(self):
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"api.webhooks: url must be http:// or https://, got {self.url!r}")
+        if not self.secret:
+            raise ConfigError("api.webhooks: secret must not be empty")
+
+
+@dataclass
+class ApiConfig:
+    """Watches, events, webhooks, search, roles and the stream registry (actors/watches.py, events.py, registry.py)."""
+    state_dir: str | None = None  # the registry and the event log; None: `_state` in runtime.snapshot_dir
+    admin_tokens: list[str] = field(default_factory=list)  # may add and remove streams and watches (server.token too)
+    viewer_tokens: list[str] = field(default_factory=list)  # may read, ask, search and follow events
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    webhook_timeout: float = 5.0  # seconds one delivery may take before it counts as failed
+    webhook_retries: int = 8  # further attempts after a failed delivery, each after a doubled delay
+    webhook_backoff: float = 1.0  # the first retry's delay (s)
+    webhook_backoff_max: float = 60.0
+    webhook_queue: int = 1000  # events waiting per URL; beyond it the oldest is dropped (and counted)
+    watch_poll: float = 0.25  # seconds between looks for newly closed cubes
+    max_watches: int = 32  # per stream
+    events_kept: int = 10000  # the newest events served by GET /events and SSE replay (all stay in the log file)
+    search_limit: int = 100  # the most results GET /search returns
+
+    def __post_init__(self):
+        _positive(self, "webhook_timeout", "webhook_backoff", "webhook_backoff_max", "webhook_queue", "watch_poll",
+                  "max_watches", "events_kept", "search_limit")
+        if self.webhook_retries < 0:
+            raise ConfigError(f"api.webhook_retries must be >= 0, got {self.webhook_retries}")
+        if set(self.admin_tokens) & set(self.viewer_tokens) or "" in self.admin_tokens + self.viewer_tokens:
+            raise ConfigError("api: a token must be non-empty and either an admin or a viewer token, not both")
+
+
+@dataclass
 class Config:
     seed: int = 0
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -377,6 +416,7 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def __post_init__(self):
         if self.model.vlm is not None and self.answer.selection == "pointer":

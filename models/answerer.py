@@ -147,11 +147,25 @@ class Answerer:
         return torch.cat(out)
 
     @torch.no_grad()
+    def locator_scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
+        """The `EventLocator`'s score a cube: how well it fits as the time of the event the question asks about."""
+        ages = torch.tensor([cubes[-1].end - c.start for c in cubes])
+        return self.llm.locator(torch.stack([c.tokens for c in cubes]), ages, self.llm.embed_text(question))
+
+    @torch.no_grad()
     def locate(self, cubes: Sequence[CubeLike], question: str) -> float:
         """The start of the memory entry the `EventLocator` finds the asked event in."""
-        ages = torch.tensor([cubes[-1].end - c.start for c in cubes])
-        scores = self.llm.locator(torch.stack([c.tokens for c in cubes]), ages, self.llm.embed_text(question))
-        return cubes[int(scores.argmax())].start
+        return cubes[int(self.locator_scores(cubes, question).argmax())].start
+
+    @torch.no_grad()
+    def relevance(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
+        """One score a cube for search: the selection's `scores`, plus the EventLocator's log-probability (over
+        these cubes) that the event asked about lies in it where a locator is fitted (it ranks the entry of an
+        asked event first far more often than either alone on the default profile's test worlds)."""
+        scores = self.scores(cubes, question)
+        if self.cfg.locator and self.llm.locator is not None:
+            scores = scores + self.locator_scores(cubes, question).log_softmax(0)
+        return scores
 
     @torch.no_grad()
     def read(self, cubes: Sequence[CubeLike], question: str, options: list[str] | None) -> tuple[str, list[int]] | None:

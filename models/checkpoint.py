@@ -45,12 +45,17 @@ STAGE1_WEIGHTS = "stage1.safetensors"  # a stage-1 checkpoint's trained modules,
 STAGE1_PARTS = ("encoder.temporal.", "encoder.cubing.", "encoder.resampler.", "projector.")
 
 
-def load_stage1(encoder: CubeEncoder, llm: CubeLLM, path: str | Path) -> None:
-    """Lay a stage-1 checkpoint folder's trained modules (`models/stage1.py`) over the profile's encoder and LLM."""
+def read_stage1(path: str | Path) -> dict[str, torch.Tensor]:
+    """The trained modules of a stage-1 checkpoint folder (`cubestream train-stage1`)."""
     file = Path(path) / STAGE1_WEIGHTS
     if not file.is_file():
         raise FileNotFoundError(f"no {STAGE1_WEIGHTS} in {path}: not a stage-1 checkpoint")
-    apply_stage1(encoder, llm, load_file(str(file)))
+    return load_file(str(file))
+
+
+def load_stage1(encoder: CubeEncoder, llm: CubeLLM, path: str | Path) -> None:
+    """Lay a stage-1 checkpoint folder's trained modules (`models/stage1.py`) over the profile's encoder and LLM."""
+    apply_stage1(encoder, llm, read_stage1(path))
 
 
 def apply_stage1(encoder: CubeEncoder, llm: CubeLLM, state: dict[str, torch.Tensor]) -> None:

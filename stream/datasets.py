@@ -24,6 +24,7 @@ caller reports). Nothing about one bad entry stops the rest.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -242,12 +243,14 @@ def _streamingbench(record: dict, base: Path) -> list[VideoQA]:
 _PARSERS = {"llava": _llava, "ovo": _ovo, "streamingbench": _streamingbench}
 
 
-def decode_frames(path: str | Path, fps: float, until: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def decode_frames(path: str | Path, fps: float, until: float | None = None,
+                  since: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
     """The video's frames sampled at `fps`, as (seconds from the first frame, uint8 RGB [H, W, 3]): for each
-    sampling time k / fps the first decoded frame at or after it, up to `until` (inclusive). FFmpeg's errors
+    sampling time k / fps the first decoded frame at or after it, from `since` (seeking to the keyframe before
+    it, so a clip late in a long video costs only its own decoding) up to `until` (inclusive). FFmpeg's errors
     become `VideoError`, also midway (frames before it were already yielded)."""
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
+    if not fps > 0 or not since >= 0:
+        raise ValueError(f"fps must be positive and since >= 0, got {fps!r}, {since!r}")
     step, eps = 1.0 / fps, 1e-6
     try:
         container = av.open(str(path))
@@ -257,7 +260,10 @@ def decode_frames(path: str | Path, fps: float, until: float | None = None) -> I
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        first, due = None, 0.0
+        first, due = None, math.ceil(since * fps - 1e-3) * step
+        if since > 0:  # times count from the stream's start, which a seek does not decode
+            first = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            container.seek(round((first + since) / stream.time_base), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.time is None:
                 continue

@@ -25,8 +25,31 @@ def test_decode_samples_at_the_rate_and_stops_at_until(video):
     world = SynthWorld(seed=3)  # the frame at t is the world's frame at t (through H.264)
     assert np.abs(frames[9][1].astype(int) - world.frame_at(4.5)).mean() < 8
     assert [t for t, _ in decode_frames(video, 1.0, until=3.0)] == pytest.approx([0, 1, 2, 3])
+    # from a later time: the same frames and times as decoding from the start (a seek, then decoding)
+    late = list(decode_frames(video, 2.0, since=3.2, until=6.0))
+    assert [t for t, _ in late] == pytest.approx([3.5, 4.0, 4.5, 5.0, 5.5, 6.0])
+    assert all(np.array_equal(f, frames[int(t * 2)][1]) for t, f in late)
     # a rate above the video's: each decoded frame once
     assert len(list(decode_frames(video, 10.0))) == 40
+
+
+def test_a_late_clip_seeks_to_the_keyframe_before_it(tmp_path):
+    import av
+
+    path = tmp_path / "gop.mp4"  # a keyframe every 4 frames, so the seek lands mid-file
+    world = SynthWorld(seed=4)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=4)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": "12", "g": "4", "keyint_min": "4", "sc_threshold": "0"}
+        for i in range(80):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(world.frame_at(i / 4), format="rgb24")))
+        out.mux(s.encode())
+    whole = dict(decode_frames(path, 2.0))
+    late = list(decode_frames(path, 2.0, since=13.1, until=15.0))
+    assert [t for t, _ in late] == pytest.approx([13.5, 14.0, 14.5, 15.0])
+    assert all(np.array_equal(f, whole[t]) for t, f in late)
 
 
 def test_a_corrupt_or_missing_video_is_a_video_error(tmp_path, video):

@@ -213,7 +213,9 @@ async def test_concurrent_add_and_remove_of_one_id(service, tls):
 
 
 ROUTES = ["/health", "/", "/ui/app.js", "/whoami", "/metrics", "/streams", "/streams/{id}", "/streams/{id}/timeline",
-          "/streams/{id}/thumbnails/{n}", "/streams/{id}/ask", "/whip/{id}", "/whip/{id}/{n}"]
+          "/streams/{id}/thumbnails/{n}", "/streams/{id}/ask", "/whip/{id}", "/whip/{id}/{n}", "/watches",
+          "/streams/{id}/watches", "/streams/{id}/watches/{n}", "/events?since={n}&stream={id}", "/search?q={id}&limit={n}",
+          "/v1/chat/completions", "/v1/models"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -225,6 +227,10 @@ bodies = st.one_of(
                                         "question": st.text(max_size=40) | json_values,
                                         "start": json_values, "end": json_values, "options": json_values,
                                         "extra": json_values}),
+    st.fixed_dictionaries({"model": st.just(f"cubestream/{LIVE}") | st.text(max_size=10)}, optional={  # chat
+        "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x"]),
+                                                    "content": st.text(max_size=30) | json_values}), max_size=3) | json_values,
+        "stream": json_values, "max_tokens": json_values}),
     json_values)
 
 

@@ -49,26 +49,36 @@ def tiny_tokenizer(special: list[str], template: str, eos: str, pad: str) -> Pre
                                    additional_special_tokens=[s for s in special if s not in (eos, pad)])
 
 
-def save_tiny_qwen2_5_vl(path: Path, seed: int = 0) -> Path:
+# Qwen2.5-VL-3B-Instruct's sizes (its config.json), for benchmarks at a real size with random weights.
+QWEN2_5_VL_3B = {"text": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                              num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                                      "mrope_section": [16, 24, 24]}),
+                 "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                                window_size=112, fullatt_block_indexes=[7, 15, 23, 31])}
+
+
+def save_tiny_qwen2_5_vl(path: Path, seed: int = 0, sizes: dict | None = None, dtype=torch.float32) -> Path:
+    """sizes: {"text": {...}, "vision": {...}} config values over the tiny ones (e.g. QWEN2_5_VL_3B)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                "<|image_pad|>", "<|video_pad|>"]
     tok = tiny_tokenizer(special, QWEN_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>")
     ids = {s: tok.convert_tokens_to_ids(s) for s in special}
+    sizes = sizes or {}
     cfg = Qwen2_5_VLConfig(
         text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                          bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                         pad_token_id=ids["<|endoftext|>"]),
+                         pad_token_id=ids["<|endoftext|>"]) | sizes.get("text", {}),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1], tokens_per_second=2),
+                           fullatt_block_indexes=[1], tokens_per_second=2) | sizes.get("vision", {}),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model = Qwen2_5_VLForConditionalGeneration(cfg).to(dtype).eval()
     size = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
     model.save_pretrained(path)
     tok.save_pretrained(path)

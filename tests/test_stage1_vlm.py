@@ -1,0 +1,107 @@
+"""Stage 1 for the `vlm` profile with a tiny random Qwen2.5-VL: its temporal encoder trains on the VLM's LM
+loss (the VLM frozen), what is trained is what the live stream encoder runs, and on Ray Train two CPU workers
+train it into a checkpoint that the profile loads (`stage1:`) and replays a benchmark with."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from actors.benchmark import profile_methods, replay
+from actors.train_ray import Stage1Settings, build_stage1, clip_sample, train_stage1
+from configs import load_config
+from models.checkpoint import STAGE1_WEIGHTS, read_stage1
+from models.vlm import VLMError
+from models.vlm.profile import build_stream_encoder
+from stream.datasets import load_dataset
+from stream.synth_export import export_synth
+from tiny_vlm import save_tiny_qwen2_5_vl
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2.5-vl"))
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    root = tmp_path_factory.mktemp("llava")
+    export_synth(root, "llava", videos=2, seconds=8.0, questions=2, first_seed=3)
+    return root
+
+
+def vlm_cfg(path, **top):
+    return load_config("vlm", overrides={"model": {
+        "vlm": str(path), "dtype": "float32", "device": "cpu", "max_pixels": 112 * 112, "cube_grid": [1, 2, 2],
+        "min_frames": 2, "max_frames": 4, "temporal_layers": 1}} | top)
+
+
+def test_the_temporal_encoder_learns_and_runs_as_trained_in_the_live_encoder(qwen, llava, tmp_path):
+    torch.manual_seed(0)
+    cfg = vlm_cfg(qwen)
+    settings = Stage1Settings(dataset=str(llava), format="llava")
+    model = build_stage1(cfg, settings)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, _ in model.named_parameters()]
+    assert all(n.startswith("temporal.") for n, _ in model.named_parameters())  # the VLM is not trained
+    frozen = {k: v.clone() for k, v in model.language.model.state_dict().items()}
+    batch = [clip_sample(q, 2.0, 8.0) for q in load_dataset(llava, "llava").items[:2]]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = model(batch)["total"]
+        losses.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, model.language.model.state_dict()[k]) for k, v in frozen.items())
+
+    # the trained encoder in the profile's live stream encoder cuts and pools the clip as training did
+    (tmp_path / "ckpt").mkdir()
+    save_file(model.trained_state(), str(tmp_path / "ckpt" / STAGE1_WEIGHTS))
+    live = build_stream_encoder(vlm_cfg(qwen, stage1=str(tmp_path / "ckpt")), "cpu")
+    assert all(torch.equal(v, live.temporal.state_dict()[k]) for k, v in model.temporal.state_dict().items())
+    sample = batch[0]
+    with torch.no_grad():
+        trained = model.cubes(sample)
+    live.add_stream("s")
+    cubes = []
+    for frame, t in zip(sample.frames, sample.times):
+        cubes += live.push(["s"], [frame.numpy()], [t])
+    cubes.append(live.flush("s"))
+    assert [(c.start, c.end) for c in cubes] == [(c.start, c.end) for c in trained]
+    for c, v in zip(cubes, trained):
+        torch.testing.assert_close(c.tokens, v.tokens.reshape(-1, v.tokens.shape[-1]), rtol=1e-4, atol=1e-5)
+
+    no_temporal = vlm_cfg(qwen, stage1=str(tmp_path / "ckpt"))
+    no_temporal.model.temporal_layers = 0
+    with pytest.raises(VLMError, match="temporal_layers"):  # a checkpoint for an encoder the profile does not run
+        build_stream_encoder(no_temporal, "cpu")
+
+
+def test_ray_train_the_vlm_profile_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
+    import ray
+
+    cfg = vlm_cfg(qwen)
+    settings = Stage1Settings(dataset=str(llava), format="llava", steps=2, batch_size=1, lr=3e-3, save_every=2,
+                              clip_seconds=8.0)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = train_stage1(cfg, settings, str(tmp_path / "store"), "vlm", workers=2)
+    finally:
+        ray.shutdown()
+    assert result.metrics["step"] == 2 and result.metrics["lm"] > 0
+    state = read_stage1(result.checkpoint.path)
+    assert state and all(k.startswith("encoder.temporal.") for k in state)
+    # the out projections start at zero (the identity): trained, they moved
+    assert any(k.endswith("out_proj.weight") and v.abs().sum() > 0 for k, v in state.items())
+
+    ovo = tmp_path / "ovo"
+    export_synth(ovo, "ovo", videos=1, seconds=12.0, questions=2, first_seed=9)
+    methods = profile_methods(vlm_cfg(qwen, stage1=str(Path(result.checkpoint.path))))
+    assert all(torch.equal(v, methods[0].encoder.temporal.state_dict()[k.removeprefix("encoder.temporal.")])
+               for k, v in state.items())
+    res = replay(load_dataset(ovo, "ovo"), methods, cfg, log=lambda *_: None)
+    assert set(res["methods"]) == {"adaptive", "recent-frames"} and not res["problems"]
+    assert res["methods"]["adaptive"]["questions"] >= 1 and res["methods"]["adaptive"]["refused"] == 0
+    assert any(a["entries"] > 0 for a in res["answers"])
