@@ -2,6 +2,7 @@
 
     GET    /                               no auth: the monitoring page (actors/page.py, actors/web/)
     GET    /health                         no auth: 200 while the gateway runs
+    GET    /whoami                         {"role": "admin" | "viewer"}: the caller's token's role
     GET    /metrics                        Prometheus text format
     GET    /streams                        every stream with its status and counters
     POST   /streams                        {"id": "cam1", "source": "rtsp://..."} -> 201

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -123,9 +124,12 @@ class LLMConfig:
     max_positions: int = 2048
     pretrained: str | None = None  # local path of a causal LM and its tokenizer (e.g. Qwen2.5)
     frozen: bool = False
+    readers: str | None = None  # a plug-in reading the whole memory, "package.module:Class" (models/readers.py)
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
+        if self.readers is not None and not re.fullmatch(r"[\w.]+:\w+", self.readers):
+            raise ConfigError(f"llm.readers must name a class as 'package.module:Class', got {self.readers!r}")
 
 
 @dataclass
@@ -172,8 +176,8 @@ class AnswerConfig:
     citations: int = 3  # cited time spans: the highest-scoring selected cubes
     selection: str = "attention"  # "attention" (XComp), "pointer" (the trained CubePointer's logits, by window),
     #   "key" (cosine of cube keys to the question), "recent" (none)
-    locator: bool = True  # a time the LLM answers is read from the whole memory by the EventLocator, where fitted
-    reader: bool = True  # "what entered next / first", "is it still there?" read by the SequenceReader, where fitted
+    locator: bool = True  # a time the LLM answers is located in the whole memory by llm.readers, where fitted
+    reader: bool = True  # the questions llm.readers reads are answered by it from the whole memory, where fitted
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
