@@ -43,19 +43,6 @@ class VisionConfig:
             if (self.image_size // self.patch_size) % self.pool:
                 raise ConfigError(f"vision.pool ({self.pool}) must divide the patch grid ({self.image_size // self.patch_size})")
 
-    def frame_size(self) -> tuple[int, int]:
-        """(width, height) the encoder reads frames at: sources reduce every frame to it before it leaves the
-        ingest process (a 720p frame is 2.7 MB, a 64x64 one 12 kB). A pretrained tower's own `image_size`
-        (its config.json, or its vision_config's) wins over this section's, as the encoder uses the tower's."""
-        size = self.image_size
-        if self.pretrained:
-            try:
-                tower = json.loads((Path(self.pretrained).expanduser() / "config.json").read_text())
-                size = int(tower.get("vision_config", tower).get("image_size", size))
-            except (OSError, ValueError, AttributeError, TypeError):
-                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
-        return size, size
-
 
 @dataclass
 class TemporalConfig:
@@ -426,6 +413,24 @@ class Config:
         if self.model.vlm is not None and self.answer.selection == "pointer":
             raise ConfigError("answer.selection 'pointer' is the trained model's; with model.vlm use "
                               "'attention', 'key' or 'recent'")
+
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a camera's width x height frames are reduced to before they leave the ingest
+        process: what the encoder reads, no more (a 720p frame is 2.7 MB as RGB, a 64x64 one 12 kB). The
+        trained model: its tower's square input (vision.image_size; a pretrained tower's own from its
+        config.json). A VLM (model.vlm): the frame's own aspect within model.max_pixels, where its processor
+        takes over; never enlarged."""
+        if self.model.vlm:
+            scale = min(1.0, math.sqrt(self.model.max_pixels / (width * height))) if self.model.max_pixels else 1.0
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        size = self.vision.image_size
+        if self.vision.pretrained:
+            try:
+                tower = json.loads((Path(self.vision.pretrained).expanduser() / "config.json").read_text())
+                size = int(tower.get("vision_config", tower).get("image_size", size))
+            except (OSError, ValueError, AttributeError, TypeError):
+                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
+        return size, size
 
 
 PROFILES = resources.files(__name__)

@@ -46,7 +46,8 @@ class Source:
     live = True  # a live source is never made to wait: a slow consumer loses frames, the camera does not
     restart_on_end = True  # False: a clean end ends the source (a file played once)
     camera = False  # frames come at the camera's pace: watched for stalls, stream time kept to arrival
-    size: tuple[int, int] | None = None  # (width, height) decoded video is reduced to before it is delivered; None: as sent
+    # (width, height) of a decoded frame -> the size it is delivered at (Config.frame_size); None: as decoded
+    resize: Callable[[int, int], tuple[int, int]] | None = None
 
     def __init__(self, spec: str, cfg: SourceConfig):
         self.cfg = cfg
@@ -93,9 +94,9 @@ class Source:
             self.status.state = "ended"
 
     def to_rgb(self, vf) -> np.ndarray:
-        """A decoded av.VideoFrame as uint8 RGB [H, W, 3], reduced to `size` by libswscale in the same pass
+        """A decoded av.VideoFrame as uint8 RGB [H, W, 3], reduced by `resize` in the same libswscale pass
         (area averaging: every source pixel counts, as in the encoder's antialiased resize)."""
-        width, height = self.size or (None, None)
+        width, height = self.resize(vf.width, vf.height) if self.resize else (None, None)
         return vf.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
 
     def _decoded(self, raw_pts: float | None, arrival: float) -> float:
