@@ -30,9 +30,8 @@ def add_routes(app: web.Application) -> None:
 
 async def whoami(request: web.Request) -> web.Response:
     """The caller's role, so the page shows admin controls to admins only (the server enforces it anyway).
-    The auth middleware has accepted the token by now; it records the token's role as request["role"]
-    where roles exist, else the one token may do everything."""
-    return web.json_response({"role": request.get("role", "admin")})
+    The auth middleware (actors/gateway.py) has accepted the token by now and recorded its role."""
+    return web.json_response({"role": request["role"]})
 
 
 def _serve(file: Path):

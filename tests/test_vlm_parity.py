@@ -71,3 +71,27 @@ def test_greedy_generation_gives_the_same_tokens(saved):
     ref = [t for t in ref if t not in language.eos_ids][:8]  # generate pads/ends with eos; ours stops before it
     text, got = language.generate(prompt, 8)
     assert got == ref[:len(got)] and len(got) == len(ref)
+
+
+def test_pooled_cubes_change_only_their_own_tokens(saved):
+    """A cube pooled to a smaller grid takes fewer tokens; the text around it is the same, the logits before
+    the first cube are unchanged (the decoder is causal), and a grid equal to the frame's is no pooling at all."""
+    from models.vlm.cubes import pool_cube
+
+    name, path = saved
+    images = frames(len(SPANS))
+    vision = load_vlm(str(path), "vision", dtype="float32", device="cpu")
+    language = load_vlm(str(path), "language", dtype="float32", device="cpu")
+    tokens = [t[None] for t in vision.encode(images)]
+    full = language.prompt([VisualCube(a, b, t) for (a, b), t in zip(SPANS, tokens)], QUESTION)
+    same = language.prompt([VisualCube(a, b, pool_cube(t, tuple(t.shape[:3]))) for (a, b), t in zip(SPANS, tokens)],
+                           QUESTION)
+    torch.testing.assert_close(language.logits(same), language.logits(full))
+    pooled = language.prompt([VisualCube(a, b, pool_cube(t, (1, 1, 2))) for (a, b), t in zip(SPANS, tokens)], QUESTION)
+    assert [e - s for s, e in pooled.cube_spans] == [2, 2, 2]
+    image = language.image_token_id
+    assert [t for t in pooled.input_ids.tolist() if t != image] == [t for t in full.input_ids.tolist() if t != image]
+    first = full.cube_spans[0][0]
+    torch.testing.assert_close(language.logits(pooled)[:first], language.logits(full)[:first])
+    q0, q1 = pooled.question_span
+    assert pooled.input_ids[q0:q1].tolist() == language.ids(QUESTION)

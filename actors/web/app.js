@@ -8,6 +8,7 @@ const TOKEN_KEY = "cubestream.token";
 const POLL_MS = 2000;
 const MAX_THUMBS = 400; // object URLs kept; the oldest are released
 const MAX_ALERTS = 50;
+const RECENT_ALERTS = 10; // shown on sign-in, before live ones
 
 const S = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -47,6 +48,11 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) if (c !== null && c !== undefined) node.append(c);
   return node;
+}
+
+// Only on change: a live region (a stream's state) re-announces whatever is written into it.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function say(id, text, kind = "error") {
@@ -121,6 +127,12 @@ function setConnected(ok) {
   conn.textContent = ok ? "connected" : "disconnected — retrying";
   document.body.classList.toggle("offline", !ok);
   $("offline").hidden = ok;
+  if (!ok) { // what the streams do now is not known here
+    for (const badge of document.querySelectorAll("#streams .state")) {
+      badge.dataset.state = "unknown";
+      setText(badge, "unknown");
+    }
+  }
   if (ok && was === false && S.role) { // back: pick the alert stream up again where it left off
     followEvents();
   }
@@ -152,6 +164,7 @@ async function signIn(token) {
   $("role").textContent = S.role;
   document.body.dataset.role = S.role;
   for (const node of document.querySelectorAll(".admin-only")) node.hidden = S.role !== "admin";
+  $("streams-h").focus(); // the sign-in form that had the focus is gone
   poll();
   followEvents();
 }
@@ -165,13 +178,13 @@ function signOut(message = "", kind = "info") {
   if (S.events) S.events.abort();
   S.events = null;
   S.streams = [];
-  S.selected = null;
-  S.timeline = [];
-  S.entry = null;
-  S.cited = [];
+  select(null);
+  S.lastEventId = null;
   for (const url of thumbs.values()) if (typeof url === "string") URL.revokeObjectURL(url);
   thumbs.clear();
-  for (const id of ["streams", "timeline", "axis", "citations", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams-msg", "add-msg", "search-msg", "watches-msg"]) say(id, "");
+  $("alerts-state").textContent = "";
   $("app").hidden = true;
   $("signout").hidden = true;
   $("role").hidden = true;
@@ -245,8 +258,9 @@ async function newestThumbnail(stream) {
   const newest = [...timeline].reverse().find((e) => e.thumbnail);
   const img = document.querySelector(`[data-stream="${CSS.escape(stream.id)}"] img.thumb`);
   if (!img) return;
-  setImage(img, newest ? await thumbnail(stream.id, newest.id) : null,
-    newest ? `newest frame of ${stream.id}, ${span(newest.start, newest.end)}` : "");
+  const url = newest ? await thumbnail(stream.id, newest.id) : null;
+  setImage(img, url, newest ? `newest frame of ${stream.id}, ${span(newest.start, newest.end)}` : "");
+  img.nextElementSibling.hidden = !!url;
 }
 
 const STATE_TEXT = { connected: "connected", connecting: "connecting", reconnecting: "reconnecting",
@@ -268,11 +282,11 @@ function renderStreams() {
     card.querySelector(".pick").setAttribute("aria-pressed", String(s.id === S.selected));
     const badge = card.querySelector(".state");
     badge.dataset.state = state;
-    badge.textContent = STATE_TEXT[state] || state;
+    setText(badge, STATE_TEXT[state] || state);
     const err = card.querySelector(".error");
-    err.textContent = src.last_error ? `last error: ${src.last_error}` : "";
+    setText(err, src.last_error ? `last error: ${src.last_error}` : "");
     err.hidden = !src.last_error;
-    card.querySelector(".spec").textContent = s.spec || src.spec || "";
+    setText(card.querySelector(".spec"), s.spec || src.spec || "");
     const counters = [
       ["frames", enc.frames], ["cubes", enc.cubes], ["entries", enc.entries], ["tokens", enc.memory_tokens],
       ["decoded", src.frames_decoded], ["dropped", src.frames_dropped], ["reconnects", src.reconnects],
@@ -289,6 +303,7 @@ function streamCard(id) {
   const admin = S.role === "admin";
   return el("li", { class: "stream", "data-stream": id },
     el("img", { class: "thumb", alt: "", hidden: true, width: 96, height: 96 }),
+    el("div", { class: "thumb none", text: "no image yet" }),
     el("div", { class: "info" },
       el("div", { class: "head" },
         el("button", { type: "button", class: "pick", "aria-pressed": "false", text: id,
@@ -352,6 +367,7 @@ function renderTimeline() {
   const levels = [...new Set(entries.map((e) => e.level))].sort((a, b) => a - b);
   box.style.setProperty("--lanes", levels.length);
   box.dataset.entries = entries.length;
+  box.dataset.end = t1;
   // lane labels
   const labels = levels.map((lv, i) => el("span", { class: "lane-label", style: { "--lane": i }, text: `L${lv}` }));
   for (const old of box.querySelectorAll(".lane-label")) old.remove();
@@ -370,6 +386,8 @@ function renderTimeline() {
     b.style.width = `${((e.end - e.start) / width) * 100}%`;
     b.style.setProperty("--lane", levels.indexOf(e.level));
     b.dataset.level = e.level;
+    b.dataset.start = e.start;
+    b.dataset.end = e.end;
     b.classList.toggle("cited", S.cited.some((c) => overlaps(e, c)));
     b.classList.toggle("current", S.entry !== null && S.entry.id === e.id);
     b.tabIndex = e.id === focusable ? 0 : -1;
@@ -409,7 +427,9 @@ async function showEntry(entryId) {
   $("entry").hidden = false;
   $("entry-caption").textContent = `${streamId} · entry ${e.id} · ${span(e.start, e.end)} · level ${e.level} · ` +
     `${e.num_frames} frames in ${e.cubes} cube${e.cubes === 1 ? "" : "s"}` +
-    (S.cited.some((c) => overlaps(e, c)) ? " · cited by the answer" : "");
+    (S.cited.some((c) => overlaps(e, c)) ? " · in the highlighted span" : "");
+  const cached = thumbs.get(`${streamId}/${e.id}`);
+  if (typeof cached !== "string") setImage($("entry-img"), null); // not the previous entry's while this one loads
   const url = e.thumbnail ? await thumbnail(streamId, e.id) : null;
   if (S.entry === e) setImage($("entry-img"), url, `thumbnail of ${streamId} at ${span(e.start, e.end)}`);
 }
@@ -445,6 +465,19 @@ function showCited(c) {
     showEntry(e.id);
     $("timeline").querySelector(`button.cube[data-id="${e.id}"]`)?.focus();
   }
+}
+
+// A stream's span from elsewhere (a search result, an alert): its timeline, the span highlighted, its entry shown.
+async function showSpan(streamId, start, end) {
+  select(streamId);
+  S.cited = [{ start, end }];
+  $("answer").hidden = true;
+  try {
+    await loadTimeline();
+  } catch (e) {
+    return;
+  }
+  if (S.selected === streamId) showCited(S.cited[0]);
 }
 
 // -- streams: add and remove (admin) ----------------------------------------------------------------
@@ -499,7 +532,7 @@ function resultItem(r) {
   return el("li", { class: "result" }, img,
     el("div", {},
       el("button", { type: "button", class: "linkish", text: `${r.stream} · ${span(r.start, r.end)}`,
-        onclick: () => { select(r.stream); S.cited = [{ start: r.start, end: r.end }]; } }),
+        onclick: () => showSpan(r.stream, r.start, r.end) }),
       typeof r.score === "number" ? el("p", { class: "small muted", text: `score ${r.score.toFixed(3)}` }) : null));
 }
 
@@ -526,15 +559,18 @@ async function loadWatches() {
   }
 }
 
-async function addWatch(question, answer, cooldown) {
+const list = (text) => text.split(",").map((x) => x.trim()).filter((x) => x);
+
+async function addWatch(question, answers, options, cooldown) {
   const id = S.selected;
   try {
     const body = { question };
-    if (answer) body.answer = answer;
+    if (answers.length) body.answer = answers;
+    if (options.length) body.options = options;
     if (cooldown !== "") body.cooldown_s = Number(cooldown);
     await api("POST", `/streams/${sid(id)}/watches`, body);
     say("watches-msg", "Watch added.", "info");
-    $("watch-question").value = "";
+    for (const f of ["watch-question", "watch-answer", "watch-options"]) $(f).value = "";
     loadWatches();
   } catch (e) {
     say("watches-msg", refusal(e));
@@ -557,6 +593,19 @@ async function followEvents() {
   const control = new AbortController();
   S.events = control;
   const generation = S.generation;
+  if (S.lastEventId === null) { // first: the newest few alerts, then live ones after them (not the whole log)
+    try {
+      const recent = await api("GET", `/events?limit=${RECENT_ALERTS}`);
+      if (generation !== S.generation) return;
+      for (const a of recent) onEvent({ data: JSON.stringify(a) });
+      S.lastEventId = String(recent.length ? recent[recent.length - 1].id : 0);
+    } catch (e) {
+      if (e.status === 404) $("alerts-state").textContent = "This server has no alert feed.";
+      else if (e.status) $("alerts-state").textContent = refusal(e);
+      return; // unreachable: setConnected starts this again once the server answers
+
+    }
+  }
   let delay = 1000;
   while (generation === S.generation && !control.signal.aborted) {
     const headers = { Authorization: `Bearer ${S.token}`, Accept: "text/event-stream" };
@@ -626,7 +675,7 @@ function onEvent(ev) {
   const item = el("li", { class: "result alert" }, img,
     el("div", {},
       el("button", { type: "button", class: "linkish", text: `${a.stream} · ${span(a.start, a.end)}`,
-        onclick: () => { select(a.stream); S.cited = [{ start: a.start, end: a.end }]; } }),
+        onclick: () => showSpan(a.stream, a.start, a.end) }),
       el("p", { class: "small", text: `${typeof question === "string" ? question : ""}${a.answer ? ` → ${a.answer}` : ""}` }),
       a.time ? el("p", { class: "small muted", text: new Date(a.time * 1000).toLocaleTimeString() }) : null));
   $("alerts").prepend(item);
@@ -648,8 +697,8 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("add-stream", () => addStream($("add-id").value.trim(), $("add-source").value.trim()));
   onSubmit("ask-form", () => ask($("question").value.trim()));
   onSubmit("search-form", () => search($("search-q").value.trim()));
-  onSubmit("watch-form", () => addWatch($("watch-question").value.trim(), $("watch-answer").value.trim(),
-    $("watch-cooldown").value.trim()));
+  onSubmit("watch-form", () => addWatch($("watch-question").value.trim(), list($("watch-answer").value),
+    list($("watch-options").value), $("watch-cooldown").value.trim()));
   $("signout").addEventListener("click", () => signOut("Signed out.", "info"));
   if (S.token) signIn(S.token);
   else $("token").focus();

@@ -1,4 +1,5 @@
-"""SmolVLM / SmolVLM2 (transformers' `smolvlm`): a SigLIP tower, a pixel-shuffle connector (`scale_factor`)
+"""SmolVLM / SmolVLM2 (transformers' `smolvlm`) and Idefics3 (`idefics3`, whose classes SmolVLM's derive
+from, under the same names): a SigLIP tower, a pixel-shuffle connector (`scale_factor`)
 that folds each 2x2 block of patch tokens into one LLM token, and a Llama decoder with plain 1-D positions.
 
 Frames are single images (no tiling: a camera frame is read whole at the processor's image size, which is

@@ -1,0 +1,179 @@
+"""Alert latency (an event in the world -> its webhook received) and search latency over 24 h of memory,
+through the real service: local Ray, the gateway over HTTP, live synthetic cameras, a real webhook receiver.
+
+1. Each of `--streams` streams starts with 24 h of memory, built directly (not streamed for 24 h): the
+   cubes of 600 s of a synthetic world through the shipped encoder, repeated with shifted times up to 24 h,
+   into the profile's RollingMemory (merging as a live one does) and written to the stream's store, which
+   the service restores when the stream is added.
+2. The streams then go live (one-lane synthetic worlds, `--speed` times real time) with a watch each
+   ("How many objects are in view?", fires on 1-3, clear_s 4 s, no cool-down), and an aiohttp receiver
+   takes the webhooks. An alert's latency is its receipt time minus the wall time at which the episode it
+   reports began in the world (the first object entering an empty scene), the world's time 0 being the
+   moment the stream was added (+- half the add call, printed).
+3. Searches ("When did a <colour> <shape> last enter?") over every stream, then over one, timed at the client.
+
+Run: .venv/bin/python bench/bench_alerts.py [--streams 16] [--seconds 180] [--speed 1]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+
+import torch
+from aiohttp import web
+
+from actors.client import Client
+from actors.server import Service
+from actors.worker import load_models
+from configs import load_config
+from models import StreamEncoder
+from models.synthetic.evaluate import stream_world
+from stream.memory import RollingMemory
+from stream.snapshot import MemoryStore
+from stream.synth import COLOURS, ENTER_S, SHAPES, SynthWorld
+
+DAY = 86400.0
+
+
+def day_memory(cfg, stream_id: str, cubes: list, root: str) -> float:
+    """Write 24 h of memory for `stream_id` (the given cubes repeated) to its store; returns its last time."""
+    memory = RollingMemory(stream_id, cfg.memory.token_budget, cfg.memory.max_thumbnail_bytes)
+    span = cubes[-1].end + 0.5
+    offset, index = 0.0, 0
+    while offset + span <= DAY:
+        for c in cubes:
+            memory.add(dataclasses.replace(c, stream_id=stream_id, index=index, start=c.start + offset, end=c.end + offset))
+            index += 1
+        offset += span
+    store = MemoryStore(root, stream_id, cfg.memory)
+    store.load()
+    store.compact(memory)
+    store.close()
+    return memory.newest_time
+
+
+def episode_starts(world: SynthWorld, until: float, apart: float = 10.0) -> list[float]:
+    """When the scene went from empty to an object entering, visits closer than `apart` s counting as one."""
+    starts, last_gone = [], -1e9
+    for e in world.events_until(until):
+        if e.kind == "enter":
+            if e.t - last_gone >= apart:
+                starts.append(e.t)
+        elif e.kind == "leave":
+            last_gone = e.t + ENTER_S
+    return starts
+
+
+class Receiver:
+    def __init__(self):
+        self.got: dict[int, tuple[float, dict]] = {}
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result()
+
+    async def _start(self) -> int:
+        app = web.Application()
+        app.router.add_post("/hook", self.hook)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return self.runner.addresses[0][1]
+
+    async def hook(self, request):
+        event = json.loads(await request.read())
+        self.got[event["id"]] = (time.time(), event)
+        return web.Response(status=204)
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="default")
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=180.0, help="wall seconds the live cameras run for alerts")
+    ap.add_argument("--speed", type=float, default=1.0, help="the cameras' pace, times real time")
+    ap.add_argument("--queries", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    snapshots = tempfile.mkdtemp(prefix="bench-alerts-")
+    receiver = Receiver()
+    cfg = load_config(args.config, overrides={
+        "runtime": {"snapshot_dir": snapshots, "request_timeout": 600.0},
+        "server": {"port": 0},
+        "api": {"webhooks": [{"url": f"http://127.0.0.1:{receiver.port}/hook", "secret": "bench"}]}})
+
+    started = time.perf_counter()
+    encoder, _ = load_models(cfg)
+    with torch.no_grad():
+        cubes = stream_world(StreamEncoder(encoder.eval()), SynthWorld(seed=3, width=64, height=64), 600.0)
+    ids = [f"cam{i:02d}" for i in range(args.streams)]
+    for sid in ids:
+        last = day_memory(cfg, sid, [dataclasses.replace(c, stream_id=sid) for c in cubes], snapshots)
+    print(f"built 24 h of memory for {args.streams} streams in {time.perf_counter() - started:.0f} s "
+          f"({len(cubes)} cubes of 600 s repeated; newest at {last:.0f} s)")
+
+    with Service(cfg, num_cpus=2, token="bench") as svc:
+        c = Client(svc.url, "bench", timeout=600)
+        starts, worlds, add_s = {}, {}, []
+        for i, sid in enumerate(ids):
+            seed = 100 + i
+            worlds[sid] = SynthWorld(seed=seed, width=64, height=64, lanes=1)
+            t0 = time.time()
+            c.add(sid, f"synth://?seed={seed}&lanes=1&fps=4&speed={args.speed:g}&width=64&height=64")
+            t1 = time.time()
+            starts[sid] = (t0 + t1) / 2
+            add_s.append(t1 - t0)
+            c.add_watch(sid, "How many objects are in view?", answer=["1", "2", "3"], id=f"w{i}", clear_s=4, cooldown_s=0)
+        entries = {s["id"]: s["encoder_counters"].get("entries") for s in c.streams()}
+        print(f"{args.streams} streams live at {args.speed:g}x, each restored with {min(entries.values())}-"
+              f"{max(entries.values())} memory entries; add call {statistics.median(add_s):.2f} s median "
+              f"(world time 0 known to +-half of it)")
+        time.sleep(args.seconds)
+
+        latencies, unmatched = [], 0
+        for received, e in receiver.got.values():
+            sid = e["stream"]
+            world_at_receipt = (received - starts[sid]) * args.speed
+            began = [t for t in episode_starts(worlds[sid], world_at_receipt) if t <= world_at_receipt]
+            if not began or (received - (starts[sid] + began[-1] / args.speed)) > 60:
+                unmatched += 1  # an alert with no episode begun in the last minute before it: a false alert
+                continue
+            latencies.append(received - (starts[sid] + began[-1] / args.speed))
+        due = sum(len([t for t in episode_starts(w, args.seconds * args.speed) if t < (args.seconds - 30) * args.speed])
+                  for w in worlds.values())
+        print(f"\nalerts over {args.seconds:g} s: {len(receiver.got)} webhooks received, {len(latencies)} matched to an "
+              f"episode of the world ({due} episodes began more than 30 s before the end), {unmatched} unmatched")
+        print(f"{'':28} {'p50':>8} {'p95':>8} {'n':>5}")
+        print(f"{'alert latency (s, wall)':28} {pct(latencies, 0.5):8.2f} {pct(latencies, 0.95):8.2f} {len(latencies):5}")
+
+        rng = random.Random(0)
+        queries = [f"When did a {rng.choice(list(COLOURS))} {rng.choice(SHAPES)} last enter?" for _ in range(args.queries)]
+        rows = []
+        for label, streams in ((f"search, {args.streams} streams x 24 h", None), ("search, 1 stream x 24 h", [ids[0]])):
+            times = []
+            for q in queries:
+                t0 = time.perf_counter()
+                results = c.search(q, streams=streams, limit=10)
+                times.append(time.perf_counter() - t0)
+                assert results
+            rows.append((label, times))
+        total = sum(entries.values())
+        print(f"\nsearch over {total} memory entries in all (24 h each, plus what came in live), {args.queries} queries")
+        print(f"{'':28} {'p50':>8} {'p95':>8}")
+        for label, times in rows:
+            print(f"{label:28} {pct(times, 0.5):8.2f} {pct(times, 0.95):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
