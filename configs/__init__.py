@@ -132,6 +132,8 @@ class ModelConfig:
     min_frames: int = 2  # a cube holds at least this many frames ...
     max_frames: int = 16  # ... and at most this many (8 s at 2 fps)
     temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
+    boundaries: str = "change"  # where cubes end: "change" (the training-free rule) or "head" (the Gumbel head of
+    #   `cubing:`, trained by stage 1: the profile's `stage1:` checkpoint must hold it)
 
     def __post_init__(self):
         if self.vlm is not None and not self.vlm.strip():
@@ -149,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"model.min_frames ({self.min_frames}) must not exceed model.max_frames ({self.max_frames})")
         if self.temporal_layers < 0:
             raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
+        if self.boundaries not in ("change", "head"):
+            raise ConfigError(f"model.boundaries must be 'change' or 'head', got {self.boundaries!r}")
 
 
 @dataclass
@@ -249,9 +253,13 @@ class SourceConfig:
     # A camera whose frames fall this many seconds behind real time (the decoder cannot keep up) is decoded at
     # its keyframes only until it has caught up; the frames skipped are counted (status.frames_skipped).
     max_lag: float = 1.0
+    # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
+    # ends with an error that says so and it reconnects, even while the connection itself stays alive
+    # (an RTSP camera whose media stops while its RTCP reports go on).
+    frame_timeout: float = 3.0
 
     def __post_init__(self):
-        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag")
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
@@ -328,11 +336,21 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 65536
     max_question_chars: int = 1000
+    body_timeout: float = 10.0  # seconds a request body may take to arrive in full (else 408)
+    tls_cert: str | None = None  # PEM certificate (chain) and its key: HTTPS for the API and WHIP
+    tls_key: str | None = None
+    # Browser origins (scheme://host[:port]) that may call the API and publish over WHIP; none by default
+    cors_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        _positive(self, "max_body_bytes", "max_question_chars")
+        _positive(self, "max_body_bytes", "max_question_chars", "body_timeout")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"server.port must lie in [0, 65535], got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+        bad = [o for o in self.cors_origins if o == "*" or o.rstrip("/") != o or "://" not in o]
+        if bad:
+            raise ConfigError(f"server.cors_origins are origins such as https://app.example:8443 (no '*', no path), got {bad!r}")
 
 
 @dataclass

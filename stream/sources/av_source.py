@@ -24,7 +24,10 @@ def masked(url: str) -> str:
 class RtspSource(Source):
     """An RTSP(S) camera. TCP by default (interleaved RTP passes firewalls and loses nothing), UDP on request.
     FFmpeg's socket timeout and PyAV's open/read timeouts turn a silent camera into an error, and a camera
-    that hangs up ends decode() without one; both lead to a reconnect."""
+    that hangs up ends decode() without one; both lead to a reconnect. PyAV's read timeout is at most the
+    frame watchdog's, so a read blocked on a camera that sends RTCP but no media ends with the watchdog."""
+
+    camera = True
 
     def __init__(self, url: str, cfg: SourceConfig):
         super().__init__(masked(url), cfg)
@@ -34,7 +37,8 @@ class RtspSource(Source):
     def _read(self, keep: Keep) -> Iterator[Frame]:
         cfg, t0 = self.cfg, time.monotonic()
         try:
-            container = av.open(self.url, options=self.options, timeout=(cfg.open_timeout, cfg.read_timeout))
+            container = av.open(self.url, options=self.options,
+                                timeout=(cfg.open_timeout, min(cfg.read_timeout, cfg.frame_timeout)))
         except (av.FFmpegError, OSError) as e:
             raise SourceError(f"{self.status.spec}: cannot open: {self._explain(e, time.monotonic() - t0)}") from e
         try:
@@ -46,10 +50,14 @@ class RtspSource(Source):
 
     def _explain(self, e: Exception, opening_took: float | None) -> str:
         if isinstance(e, av.ExitError):  # PyAV's interrupt callback: the read timeout ran out
-            return f"no data for {self.cfg.read_timeout:g} s (read timeout)"
+            if opening_took is None and not self._fresh:
+                return self.stall_message(min(self.cfg.read_timeout, self.cfg.frame_timeout))
+            return f"no data for {min(self.cfg.read_timeout, self.cfg.frame_timeout):g} s (read timeout)"
         if isinstance(e, av.InvalidDataError):
             if opening_took is not None and opening_took >= 0.9 * self.cfg.open_timeout:
                 return f"no answer within {self.cfg.open_timeout:g} s (open timeout)"
+            if opening_took is None and not self._fresh:  # it streamed, then broke off (FFmpeg's socket timeout)
+                return f"the stream broke off mid-session ({e.strerror or 'invalid data'}): stalled or cut"
             return "the server does not speak RTSP, or sent a stream FFmpeg cannot read"
         return getattr(e, "strerror", None) or str(e)
 
