@@ -56,24 +56,26 @@ def cmd_clip(args) -> int:
 def cmd_train(args) -> int:
     """Train the profile end to end on the synthetic world; writes a checkpoint folder to --out."""
     from configs import load_config
+    from models.synthetic.recipe import SyntheticRecipe
     from models.train import train
 
     overrides = settings(args.set)
     overrides.setdefault("train", {}).update({k: v for k, v in (("steps", args.steps), ("max_minutes", args.minutes)) if v is not None})
     cfg = load_config(args.config, overrides=overrides)
-    result = train(cfg, args.out, resume=args.resume, init=args.init)
+    result = train(cfg, args.out, SyntheticRecipe(cfg), resume=args.resume, init=args.init)
     print("final: " + " ".join(f"{k} {v:.4g}" for k, v in result.items()))
     return 0
 
 
 def cmd_fit_readers(args) -> int:
-    """Fit the EventLocator and the SequenceReader of a trained checkpoint on live memories of training worlds;
-    rewrites its weights."""
+    """Fit the synthetic world's readers of the whole memory (`SyntheticReaders`: the EventLocator and the
+    SequenceReader) of a trained checkpoint on live memories of training worlds; rewrites its weights."""
     from pathlib import Path
 
     from configs import load_config
     from models.checkpoint import load_model, save_checkpoint
-    from models.train import CubeProbe, fit_locator, fit_reader, live_memories, load_probes
+    from models.synthetic.fit import fit_locator, fit_reader, live_memories
+    from models.synthetic.probes import CubeProbe, load_probes
 
     cfg = load_config(args.config, overrides=settings(args.set))
     encoder, llm = load_model(cfg, args.checkpoint)
@@ -99,7 +101,7 @@ def cmd_eval(args) -> int:
 
     from configs import load_config
     from models.checkpoint import load_model
-    from models.evaluate import METHODS, evaluate, table
+    from models.synthetic.evaluate import METHODS, evaluate, table
 
     cfg = load_config(args.config, overrides=settings(args.set))
     encoder, llm = load_model(cfg, args.checkpoint)
@@ -108,7 +110,8 @@ def cmd_eval(args) -> int:
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     results = evaluate(cfg, encoder, llm, list(range(first, first + args.worlds)), args.seconds,
                        questions=args.questions, methods=methods)
-    print(f"\n{args.worlds} held-out worlds x {args.seconds:g} s streamed at 2 fps, {args.questions} questions each\n")
+    print(f"\n{args.worlds} held-out worlds x {args.seconds:g} s streamed at 2 fps, {args.questions} questions each; "
+          f"'LLM alone' is the general path, 'LLM + readers' adds the synthetic world's closed-vocabulary readers\n")
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -184,7 +187,8 @@ def cmd_export_synth(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until Ctrl-C."""
+    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until SIGTERM or
+    Ctrl-C, then stops gracefully (every stream's state saved) and exits 0."""
     import signal
     import threading
 
@@ -196,16 +200,21 @@ def cmd_serve(args) -> int:
     overrides["server"] = overrides.get("server", {}) | {k: v for k, v in (("host", args.host), ("port", args.port))
                                                          if v is not None}
     cfg = load_config(args.config, overrides=overrides)
+    if args.config == "vlm" and not cfg.model.vlm:  # else the profile would serve the untrained toy model
+        raise SystemExit("cubestream: the vlm profile needs a model: --set model.vlm=HF_ID_OR_PATH (docs/vlm.md)")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         svc = Service(cfg, address=args.address).start()
     except VLMError as e:  # model.vlm that cannot serve: said before anything starts
         raise SystemExit(f"cubestream: {e}") from None
     try:
-        print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        # after ray.init, which installs a SIGTERM handler of its own (exit 15, no shutdown of ours)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: stop.set())
+        print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}\n"
+              f"monitoring page: {svc.url}/ (sign in with the token)", flush=True)
+        stop.wait()
+        print("cubestream: stopping; saving every stream's state", flush=True)
     finally:
         svc.close()
     return 0

@@ -34,7 +34,7 @@ from actors.server import Service
 from actors.worker import load_models
 from configs import load_config
 from models import StreamEncoder
-from models.evaluate import stream_world
+from models.synthetic.evaluate import stream_world
 from stream.memory import RollingMemory
 from stream.snapshot import MemoryStore
 from stream.synth import COLOURS, ENTER_S, SHAPES, SynthWorld

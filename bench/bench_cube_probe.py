@@ -17,9 +17,11 @@ import torch
 
 from configs import load_config
 from models.checkpoint import checkpoint_dir, load_model
-from models.evaluate import stream_world
 from models.stream_encoder import StreamEncoder
-from models.train import ATTRIBUTES, EVENT_GROUPS, EVENT_KEYS, FPS, CubeProbe, load_probes
+from models.synthetic.evaluate import stream_world
+from models.synthetic.probes import EVENT_GROUPS, CubeProbe, load_probes
+from models.synthetic.vocabulary import ATTRIBUTES, EVENT_KEYS
+from models.train import FPS
 from stream.questions import WHEN_KINDS, when_key
 from stream.synth import SynthWorld
 

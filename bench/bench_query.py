@@ -17,7 +17,7 @@ from configs import load_config
 from models.answerer import Answerer
 from models.checkpoint import load_model
 from models.llm import CubeLLM, build_tokenizer
-from models.train import tokenizer_corpus
+from models.synthetic.clips import tokenizer_corpus
 from bench_memory import simulated_memory  # bench/ is on the path when run as a script
 from stream.questions import make_questions
 from stream.synth import SynthWorld

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from actors.cli import settings
 from configs import load_config
 from models.checkpoint import load_model
-from models.evaluate import stream_world
+from models.synthetic.evaluate import stream_world
 from models.stream_encoder import StreamEncoder
 from stream.synth import SynthWorld
 

@@ -14,7 +14,8 @@ import torch
 
 from configs import load_config
 from models.checkpoint import load_model
-from models.train import FPS, clip_cubes, sample_clip
+from models.synthetic.clips import sample_clip
+from models.train import FPS, clip_cubes
 from stream.questions import is_correct
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,19 +42,6 @@ class VisionConfig:
                 raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size ({self.patch_size})")
             if (self.image_size // self.patch_size) % self.pool:
                 raise ConfigError(f"vision.pool ({self.pool}) must divide the patch grid ({self.image_size // self.patch_size})")
-
-    def frame_size(self) -> tuple[int, int]:
-        """(width, height) the encoder reads frames at: sources reduce every frame to it before it leaves the
-        ingest process (a 720p frame is 2.7 MB, a 64x64 one 12 kB). A pretrained tower's own `image_size`
-        (its config.json, or its vision_config's) wins over this section's, as the encoder uses the tower's."""
-        size = self.image_size
-        if self.pretrained:
-            try:
-                tower = json.loads((Path(self.pretrained).expanduser() / "config.json").read_text())
-                size = int(tower.get("vision_config", tower).get("image_size", size))
-            except (OSError, ValueError, AttributeError, TypeError):
-                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
-        return size, size
 
 
 @dataclass
@@ -123,9 +111,12 @@ class LLMConfig:
     max_positions: int = 2048
     pretrained: str | None = None  # local path of a causal LM and its tokenizer (e.g. Qwen2.5)
     frozen: bool = False
+    readers: str | None = None  # a plug-in reading the whole memory, "package.module:Class" (models/readers.py)
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions")
+        if self.readers is not None and not re.fullmatch(r"[\w.]+:\w+", self.readers):
+            raise ConfigError(f"llm.readers must name a class as 'package.module:Class', got {self.readers!r}")
 
 
 @dataclass
@@ -172,8 +163,8 @@ class AnswerConfig:
     citations: int = 3  # cited time spans: the highest-scoring selected cubes
     selection: str = "attention"  # "attention" (XComp), "pointer" (the trained CubePointer's logits, by window),
     #   "key" (cosine of cube keys to the question), "recent" (none)
-    locator: bool = True  # a time the LLM answers is read from the whole memory by the EventLocator, where fitted
-    reader: bool = True  # "what entered next / first", "is it still there?" read by the SequenceReader, where fitted
+    locator: bool = True  # a time the LLM answers is located in the whole memory by llm.readers, where fitted
+    reader: bool = True  # the questions llm.readers reads are answered by it from the whole memory, where fitted
 
     def __post_init__(self):
         _positive(self, "context_tokens", "newest_cubes", "window_cubes", "max_question_tokens", "max_answer_tokens",
@@ -258,9 +249,13 @@ class SourceConfig:
     # A camera whose frames fall this many seconds behind real time (the decoder cannot keep up) is decoded at
     # its keyframes only until it has caught up; the frames skipped are counted (status.frames_skipped).
     max_lag: float = 1.0
+    # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
+    # ends with an error that says so and it reconnects, even while the connection itself stays alive
+    # (an RTSP camera whose media stops while its RTCP reports go on).
+    frame_timeout: float = 3.0
 
     def __post_init__(self):
-        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag")
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
@@ -337,11 +332,21 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 65536
     max_question_chars: int = 1000
+    body_timeout: float = 10.0  # seconds a request body may take to arrive in full (else 408)
+    tls_cert: str | None = None  # PEM certificate (chain) and its key: HTTPS for the API and WHIP
+    tls_key: str | None = None
+    # Browser origins (scheme://host[:port]) that may call the API and publish over WHIP; none by default
+    cors_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        _positive(self, "max_body_bytes", "max_question_chars")
+        _positive(self, "max_body_bytes", "max_question_chars", "body_timeout")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"server.port must lie in [0, 65535], got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+        bad = [o for o in self.cors_origins if o == "*" or o.rstrip("/") != o or "://" not in o]
+        if bad:
+            raise ConfigError(f"server.cors_origins are origins such as https://app.example:8443 (no '*', no path), got {bad!r}")
 
 
 @dataclass
@@ -408,6 +413,24 @@ class Config:
         if self.model.vlm is not None and self.answer.selection == "pointer":
             raise ConfigError("answer.selection 'pointer' is the trained model's; with model.vlm use "
                               "'attention', 'key' or 'recent'")
+
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a camera's width x height frames are reduced to before they leave the ingest
+        process: what the encoder reads, no more (a 720p frame is 2.7 MB as RGB, a 64x64 one 12 kB). The
+        trained model: its tower's square input (vision.image_size; a pretrained tower's own from its
+        config.json). A VLM (model.vlm): the frame's own aspect within model.max_pixels, where its processor
+        takes over; never enlarged."""
+        if self.model.vlm:
+            scale = min(1.0, math.sqrt(self.model.max_pixels / (width * height))) if self.model.max_pixels else 1.0
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        size = self.vision.image_size
+        if self.vision.pretrained:
+            try:
+                tower = json.loads((Path(self.vision.pretrained).expanduser() / "config.json").read_text())
+                size = int(tower.get("vision_config", tower).get("image_size", size))
+            except (OSError, ValueError, AttributeError, TypeError):
+                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
+        return size, size
 
 
 PROFILES = resources.files(__name__)

@@ -1,4 +1,5 @@
 """Torch modules of cubestream, each streaming one in two forms: parallel (training) and recurrent (live)."""
+from models.answerer import Answer, Answerer, QuestionError
 from models.cube_encoder import ClipCubes, CubeEncoder
 from models.cubing import GumbelCubing
 from models.resampler import CubeResampler
@@ -7,4 +8,4 @@ from models.temporal import MambaTemporalEncoder
 from models.vision import VisionEncoder
 
 __all__ = ["VisionEncoder", "MambaTemporalEncoder", "GumbelCubing", "CubeResampler", "CubeEncoder", "ClipCubes",
-           "StreamEncoder", "StreamInputError"]
+           "StreamEncoder", "StreamInputError", "Answerer", "Answer", "QuestionError"]

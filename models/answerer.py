@@ -8,11 +8,9 @@ the question), keep the best that fit the LLM's token budget plus always the new
 and answer from them, citing the time spans used. A question may come with the options it allows
 ("the red circle or the blue bar?"): the answer is then the option the LLM finds most likely.
 
-Questions that name a time ("what entered next after the .. that entered at t=..s?", "which entered first
-after t=..s: the A or the B?", "is the .. that entered at t=..s still there?", "what shape / colour .. at
-t=..s?", "how many .. entered between t=..s and t=..s?") rest on entries across the whole memory, which no
-prompt of a few cubes shows in full: where fitted, the `SequenceReader` answers them from every entry (and
-the `EventLocator` writes the time of a "when" answer); the LLM answers the rest.
+Some questions rest on entries across the whole memory, which no prompt of a few cubes shows in full. Where
+the profile plugs in readers of the whole memory (`llm.readers`, models/readers.py), they answer the questions
+they read from every entry, and locate the entry a pointed ("when") answer means; the LLM answers the rest.
 
 A question that names times ("... entered at t=1234s", "between t=60s and t=120s") says where its
 evidence lies better than any score: the cubes within seconds of the named span come first, and
@@ -92,7 +90,7 @@ class Answer:
     text: str
     citations: list[Citation]  # most relevant first: nearest a time the question names, then by score
     tokens_used: int  # prompt + generated tokens (with options: + every option's tokens, each read once); the
-    #   question's alone where the SequenceReader answered (the LLM did not run)
+    #   question's alone where the readers answered (the LLM did not run)
     latency_s: float
     cubes_considered: int
     cubes_used: int
@@ -147,35 +145,34 @@ class Answerer:
         return torch.cat(out)
 
     @torch.no_grad()
-    def locator_scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
-        """The `EventLocator`'s score a cube: how well it fits as the time of the event the question asks about."""
-        ages = torch.tensor([cubes[-1].end - c.start for c in cubes])
-        return self.llm.locator(torch.stack([c.tokens for c in cubes]), ages, self.llm.embed_text(question))
+    def locator_scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor | None:
+        """The readers' score a cube: how well it fits as the time of the event the question asks about; None
+        where the profile has no readers or they locate none."""
+        return None if self.llm.readers is None else self.llm.readers.locate(self.llm, cubes, question)
 
     @torch.no_grad()
-    def locate(self, cubes: Sequence[CubeLike], question: str) -> float:
-        """The start of the memory entry the `EventLocator` finds the asked event in."""
-        return cubes[int(self.locator_scores(cubes, question).argmax())].start
+    def locate(self, cubes: Sequence[CubeLike], question: str) -> float | None:
+        """The start of the memory entry the readers locate the asked event in; None where they locate none."""
+        scores = self.locator_scores(cubes, question)
+        return None if scores is None else cubes[int(scores.argmax())].start
 
     @torch.no_grad()
     def relevance(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:
-        """One score a cube for search: the selection's `scores`, plus the EventLocator's log-probability (over
-        these cubes) that the event asked about lies in it where a locator is fitted (it ranks the entry of an
-        asked event first far more often than either alone on the default profile's test worlds)."""
+        """One score a cube for search: the selection's `scores`, plus the readers' log-probability (over these
+        cubes) that the event asked about lies in it where they locate one (it ranks the entry of an asked event
+        first far more often than either alone on the default profile's test worlds)."""
         scores = self.scores(cubes, question)
-        if self.cfg.locator and self.llm.locator is not None:
-            scores = scores + self.locator_scores(cubes, question).log_softmax(0)
+        if self.cfg.locator and (located := self.locator_scores(cubes, question)) is not None:
+            scores = scores + located.log_softmax(0)
         return scores
 
     @torch.no_grad()
     def read(self, cubes: Sequence[CubeLike], question: str, options: list[str] | None) -> tuple[str, list[int]] | None:
-        """The `SequenceReader`'s answer over the whole memory and the cubes it rests on, for a question that asks
-        for one of its readings (all but one name a time); else None (the LLM answers)."""
-        if not self.cfg.reader or self.llm.reader is None:
+        """The readers' answer over the whole memory and the cubes it rests on, for a question they read; else None
+        (the LLM answers)."""
+        if not self.cfg.reader or self.llm.readers is None:
             return None
-        return self.llm.reader.read(torch.stack([c.tokens for c in cubes]), [(c.start, c.end) for c in cubes],
-                                    named_span(question), self.llm.embed_words(question),
-                                    [(o, self.llm.embed_words(o)) for o in options] if options else None)
+        return self.llm.readers.read(self.llm, cubes, question, options)
 
     def select(self, cubes: Sequence[CubeLike], question: str) -> tuple[list[int], list[int], torch.Tensor]:
         """Indices of the cubes to show the LLM (time order), every cube by priority, and every cube's score."""
@@ -209,7 +206,7 @@ class Answerer:
                                  now=cubes[-1].end)
         logprobs = None
         if options is None:
-            locate = self.cfg.locator and self.llm.locator is not None
+            locate = self.cfg.locator and self.llm.readers is not None
             text, generated = self.llm.generate(prompt, self.cfg.max_answer_tokens,
                                                 point=(lambda: self.locate(cubes, question.strip())) if locate else None)
         else:

@@ -1,8 +1,8 @@
-"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding, pointer, the fitted readers) and `llm/` (a Hugging Face
-causal LM with its tokenizer, as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
+"""A trained model on disk: `model.safetensors` (cube encoder, projector, time embedding, pointer, and the
+weights of the profile's readers plug-in where fitted) and `llm/` (a Hugging Face causal LM with its tokenizer,
+as `save_pretrained` writes it), so the LLM half opens in any HF tool."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -11,9 +11,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from configs import PROFILES, Config
 from models.cube_encoder import CubeEncoder
-from models.event_locator import EventLocator, LocatorEnsemble
 from models.llm import CubeLLM
-from models.sequence_reader import SequenceReader
+from models.readers import readers_class
 
 
 def checkpoint_dir(cfg: Config) -> Path | None:
@@ -33,9 +32,8 @@ def save_checkpoint(path: str | Path, encoder: CubeEncoder, llm: CubeLLM) -> Non
     tensors |= {f"projector.{k}": v for k, v in llm.projector.state_dict().items()}
     tensors |= {f"time_embed.{k}": v for k, v in llm.time_embed.state_dict().items()}
     tensors |= {f"pointer.{k}": v for k, v in llm.pointer.state_dict().items()}
-    for name in ("locator", "reader"):
-        if (module := getattr(llm, name)) is not None:
-            tensors |= {f"{name}.{k}": v for k, v in module.state_dict().items()}
+    if llm.readers is not None:
+        tensors |= llm.readers.state_dict()
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path / "model.safetensors"))
     llm.lm.save_pretrained(path / "llm")
     llm.tokenizer.save_pretrained(path / "llm")
@@ -93,18 +91,6 @@ def load_model(cfg: Config, path: str | Path | None = None) -> tuple[CubeEncoder
     if pointer := {k.removeprefix("pointer."): v for k, v in tensors.items() if k.startswith("pointer.")}:
         # absent from older checkpoints, whose LLM never answers POINTER; its newer terms keep their zero start
         llm.pointer.load_state_dict(llm.pointer.state_dict() | pointer)
-    dim, width = cfg.resampler.out_dim, llm.lm.get_input_embeddings().embedding_dim
-    for name in ("locator", "reader"):  # absent where never fitted
-        if weights := {k.removeprefix(f"{name}."): v for k, v in tensors.items() if k.startswith(f"{name}.")}:
-            if name == "locator" and not any(k.startswith("fits.") for k in weights):
-                weights = {f"fits.0.{k}": v for k, v in weights.items()}  # one locator, as saved before session 23
-            module = (SequenceReader(dim, width) if name == "reader" else
-                      LocatorEnsemble([EventLocator(dim, width) for _ in {k.split(".")[1] for k in weights}]))
-            try:
-                module.load_state_dict(weights)
-            except RuntimeError as e:  # fitted by an older layout of it: answer without it until refitted
-                warnings.warn(f"{path}: the saved {name} does not fit this version ({e}); it is left out: "
-                              f"refit it with `cubestream fit-readers --checkpoint {path}`")
-                continue
-            setattr(llm, name, module)
+    if cfg.llm.readers:  # None where the checkpoint holds no fitted weights of them
+        llm.readers = readers_class(cfg.llm.readers).from_checkpoint(tensors, cfg, llm, path)
     return encoder.eval(), llm.eval()

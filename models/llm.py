@@ -30,8 +30,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from configs import Config
-from models.event_locator import LocatorEnsemble
-from models.sequence_reader import SequenceReader
+from models.readers import MemoryReaders
 from stream.timefmt import TIME_WORD, format_time
 
 SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "eos_token": "[EOS]"}
@@ -94,8 +93,8 @@ class CubePointer(nn.Module):
 
     The question's own tokens, pooled: in the tiny LLM the last position had learnt to read "When did a
     red bar last leave?" through one attention head that, for "leave", attended to that word alone, so
-    the pointer's scores did not depend on the object named (its hidden state moved 0.3% between objects,
-    against 99% for "enter"; 0 of 15 "leave" questions right on test worlds) and a saturated softmax gives
+    the pointer's scores did not depend on the object named (its hidden state barely moved between objects)
+    and a saturated softmax gives
     no gradient to unlearn it. The question's tokens carry the object by their residual stream.
 
     Plus a recency term: each cube's age (log seconds before the prompt's `now`) times a weight the query
@@ -147,9 +146,9 @@ class CubeLLM(nn.Module):
         self.projector = nn.Sequential(nn.Linear(cfg.resampler.out_dim, width), nn.GELU(), nn.Linear(width, width))
         self.time_embed = TimeEmbedding(width)
         self.pointer = CubePointer(width)
-        # fitted after training (`fit_readers`); absent, the pointer answers "when", the LLM every other question
-        self.locator: LocatorEnsemble | None = None
-        self.reader: SequenceReader | None = None
+        # a plug-in reading the whole memory (models/readers.py), set by the checkpoint loader where the profile
+        # names one; absent, the pointer answers "when" and the LLM every other question
+        self.readers: MemoryReaders | None = None
 
     def _train_pointer_row(self) -> None:
         """A frozen LM must still learn to read and write POINTER, a token it never saw: its embedding row (and
@@ -260,8 +259,8 @@ class CubeLLM(nn.Module):
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int, point=None) -> tuple[str, int]:
         """Greedy decoding; returns the answer text and how many tokens it took. `point`: where given, what
-        a POINTER answer writes (a time in seconds, from a reader of the whole memory), instead of the time
-        of the prompt's cube the pointer picks."""
+        a POINTER answer writes (a time in seconds, from a reader of the whole memory; None: no reading), instead
+        of the time of the prompt's cube the pointer picks."""
         # the prompt's hidden states come back with the tokens: a POINTER answer is resolved without a second pass
         out = self.lm.generate(inputs_embeds=prompt.embeds[None], attention_mask=torch.ones(1, len(prompt.embeds), dtype=torch.long,
                                device=prompt.embeds.device), max_new_tokens=max_new_tokens, do_sample=False,
@@ -271,9 +270,8 @@ class CubeLLM(nn.Module):
         pieces = self.tokenizer.convert_ids_to_tokens(
             [i for i in tokens if i not in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)])
         if POINTER in pieces and prompt.cube_spans:
-            if point is not None:
-                t = point()
-            else:  # first step: the prompt, last layer
+            t = point() if point is not None else None
+            if t is None:  # first step: the prompt, last layer
                 t = prompt.cube_starts[int(self.pointer(out.hidden_states[0][-1][0], prompt).argmax())]
             pieces = [format_time(t) if p == POINTER else p for p in pieces]
         return detokenize(pieces), len(tokens)

@@ -18,7 +18,7 @@ def test_eval_streams_the_worlds_it_is_told(tmp_path):
 
     from configs import load_config
     from models.checkpoint import load_model
-    from models.evaluate import evaluate
+    from models.synthetic.evaluate import evaluate
 
     out = tmp_path / "eval.json"
     assert main(["eval", "--worlds", "1", "--first-world", "10100", "--seconds", "30", "--questions", "2",

@@ -8,9 +8,9 @@ import torch
 
 from configs import load_config
 from models import CubeEncoder, StreamEncoder
-from models.evaluate import evaluate, match_boundaries, stream_world, table
+from models.synthetic.evaluate import evaluate, match_boundaries, stream_world, table
 from models.llm import CubeLLM, build_tokenizer
-from models.train import tokenizer_corpus
+from models.synthetic.clips import tokenizer_corpus
 from stream.questions import make_questions
 from stream.synth import SynthWorld
 

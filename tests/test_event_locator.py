@@ -4,8 +4,10 @@ import torch
 
 from configs import load_config
 from models.checkpoint import checkpoint_dir, load_model, save_checkpoint
-from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE, EventLocator, LocatorEnsemble
-from models.train import CubeProbe, fit_locator, live_memories, load_probes
+from models.synthetic.event_locator import LOGIT_SCALE, NOT_THERE, EventLocator, LocatorEnsemble
+from models.synthetic.vocabulary import ATTRIBUTES, EVENT_KEYS
+from models.synthetic.fit import fit_locator, live_memories
+from models.synthetic.probes import CubeProbe, load_probes
 
 IN, OUT = 10.0, -10.0  # probe logits: in view, out of view
 
@@ -43,24 +45,24 @@ def test_scores_one_per_entry_and_checkpoint_round_trip(tmp_path):
     encoder, llm = load_model(cfg)
     torch.manual_seed(0)
     width = llm.lm.get_input_embeddings().embedding_dim
-    llm.locator = LocatorEnsemble([EventLocator(cfg.resampler.out_dim, width) for _ in range(2)]).eval()
+    llm.readers.locator = LocatorEnsemble([EventLocator(cfg.resampler.out_dim, width) for _ in range(2)]).eval()
     tokens = torch.randn(9, 8, cfg.resampler.out_dim)
     question = llm.embed_text("When did a red bar last leave?").detach()
     ages = torch.linspace(80, 0, 9)
-    scores = llm.locator(tokens, ages, question)
+    scores = llm.readers.locator(tokens, ages, question)
     assert scores.shape == (9,)
-    one, two = (f(tokens, ages, question).log_softmax(0) for f in llm.locator.fits)
+    one, two = (f(tokens, ages, question).log_softmax(0) for f in llm.readers.locator.fits)
     assert torch.allclose(scores, (one + two) / 2)  # the fits' log-softmax over entries, averaged
     save_checkpoint(tmp_path, encoder, llm)
     _, reloaded = load_model(cfg, tmp_path)
-    assert reloaded.locator is not None and len(reloaded.locator.fits) == 2
-    assert torch.equal(reloaded.locator(tokens, ages, question), scores)
-    # a lone locator, as checkpoints before session 23 saved it, loads as an ensemble of one
-    lone = llm.locator.fits[0]
-    llm.locator = lone
+    assert reloaded.readers.locator is not None and len(reloaded.readers.locator.fits) == 2
+    assert torch.equal(reloaded.readers.locator(tokens, ages, question), scores)
+    # a lone locator, as older checkpoints saved it, loads as an ensemble of one
+    lone = llm.readers.locator.fits[0]
+    llm.readers.locator = lone
     save_checkpoint(tmp_path, encoder, llm)
     _, older = load_model(cfg, tmp_path)
-    assert len(older.locator.fits) == 1 and torch.allclose(older.locator(tokens, ages, question), one)
+    assert len(older.readers.locator.fits) == 1 and torch.allclose(older.readers.locator(tokens, ages, question), one)
 
 
 def test_a_fit_lowers_the_loss_and_fine_tunes_its_own_copy_of_the_probe():
@@ -72,11 +74,11 @@ def test_a_fit_lowers_the_loss_and_fine_tunes_its_own_copy_of_the_probe():
     memories = live_memories(cfg, encoder, range(2), 600.0, cuts=2, progress=False)
     first = fit_locator(cfg, llm, probe, memories, steps=30, fits=1, progress=False)
     frozen = fit_locator(cfg, llm, probe, memories, steps=300, probe_lr=0.0, fits=1, progress=False)
-    assert torch.equal(llm.locator.fits[0].probe.weight, probe.head.weight)
+    assert torch.equal(llm.readers.locator.fits[0].probe.weight, probe.head.weight)
     last = fit_locator(cfg, llm, probe, memories, steps=1500, fits=2, progress=False)
     assert first["questions"] == last["questions"] >= 20
     assert last["loss"] < 0.7 * first["loss"], (first, last)
-    a, b = llm.locator.fits
+    a, b = llm.readers.locator.fits
     assert not torch.equal(a.question.weight, b.question.weight)  # two seeds, two fits
     assert not torch.equal(a.probe.weight, probe.head.weight)  # its copy learnt ...
     assert all(torch.equal(v, probe.state_dict()[k]) for k, v in kept.items())  # ... the checkpoint's probe did not

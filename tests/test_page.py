@@ -111,7 +111,8 @@ def sign_in(page, url: str, token: str) -> None:
 
 
 def test_a_wrong_token_gets_a_clear_message(page, server):
-    page.goto(server.url + "/")
+    served = page.goto(server.url + "/")
+    assert "default-src 'self'" in served.headers["content-security-policy"]  # nothing from any other origin
     page.keyboard.type("not-the-token")  # the token field has the focus: keyboard only
     page.keyboard.press("Enter")
     message = page.locator("#signin-msg")
@@ -157,7 +158,10 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
     sign_in(page, server.url, ADMIN)
     card = page.locator(f'[data-stream="{cam1}"]')
     card.locator(".state").filter(has_text="connected").wait_for()
-    page.get_by_role("button", name=f"Show stream {cam1}").click()
+    page.keyboard.press("Tab")  # from the streams' heading, which has the focus after sign-in
+    assert page.get_by_role("button", name=f"Show stream {cam1}").evaluate("b => b === document.activeElement")
+    page.keyboard.press("Enter")
+    page.locator("#detail-h").filter(has_text=f"Timeline of {cam1}").wait_for()
     timeline = page.locator("#timeline")
     until(lambda: int(timeline.get_attribute("data-entries") or 0) >= 3, "three entries on the timeline")
     end = float(timeline.get_attribute("data-end"))
@@ -198,6 +202,15 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
                             for c in answer["citations"])
     shoot(page, "05-answer")
 
+    # every control has a name a screen reader reads out: inputs by their <label>, buttons by text or aria-label
+    for i in range(page.locator("input").count()):
+        field = page.locator("input").nth(i)
+        assert page.locator(f'label[for="{field.get_attribute("id")}"]').count() == 1
+    for i in range(page.locator("button").count()):
+        button = page.locator("button").nth(i)
+        assert (button.get_attribute("aria-label") or button.inner_text()).strip()
+    assert all(cubes.nth(i).get_attribute("aria-label").startswith("entry ") for i in range(cubes.count()))
+
 
 def test_a_viewer_sees_no_admin_controls(page, server, cam1):
     sign_in(page, server.url, VIEWER)
@@ -215,6 +228,11 @@ def test_a_viewer_sees_no_admin_controls(page, server, cam1):
     question.press("Enter")
     page.locator("#timeline button.cube.cited").first.wait_for()
     shoot(page, "08-viewer")
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Access token").wait_for()
+    assert page.evaluate("sessionStorage.getItem('cubestream.token')") is None
+    assert page.locator("#app").is_hidden()
 
 
 def test_an_admin_adds_a_watch_and_its_alert_arrives_live(page, server, cam1):

@@ -7,10 +7,12 @@ from safetensors.torch import load_file, save_file
 from configs import load_config
 from models.answerer import Answerer, named_span
 from models.checkpoint import checkpoint_dir, load_model, save_checkpoint
-from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE
-from models.sequence_reader import (COLOURS, EVENT_OFFSETS, READINGS, SequenceReader, count_distribution, count_span,
-                                    entry_at, first_logit, survival)
-from models.train import CubeProbe, fit_reader, live_memories, load_probes, pair_of, reading_of
+from models.synthetic.event_locator import LOGIT_SCALE, NOT_THERE
+from models.synthetic.sequence_reader import (COLOURS, EVENT_OFFSETS, READINGS, SequenceReader, count_distribution, count_span,
+                                              entry_at, first_logit, survival)
+from models.synthetic.fit import fit_reader, live_memories, pair_of, reading_of
+from models.synthetic.probes import CubeProbe, load_probes
+from models.synthetic.vocabulary import ATTRIBUTES, EVENT_KEYS
 from stream.questions import make_questions
 import itertools
 
@@ -131,14 +133,14 @@ def test_a_fit_lowers_the_loss_and_learns_which_reading_a_question_asks_for(fitt
     world = SynthWorld(seed=7, width=cfg.vision.image_size, height=cfg.vision.image_size)  # questions of another world
     questions = make_questions(world, 600.0, 3, n=60)
     with torch.no_grad():
-        said = [READINGS[int(llm.reader.reading_logits(llm.embed_words(q.text)).argmax())] for q in questions]
-        pairs = [int(llm.reader.pair_logits(llm.embed_words(o)).argmax()) == pair_of(o) for q in questions for o in q.options
+        said = [READINGS[int(llm.readers.reader.reading_logits(llm.embed_words(q.text)).argmax())] for q in questions]
+        pairs = [int(llm.readers.reader.pair_logits(llm.embed_words(o)).argmax()) == pair_of(o) for q in questions for o in q.options
                  if reading_of(q) == "first_of"]
     assert sum(s == reading_of(q) for s, q in zip(said, questions)) >= 0.9 * len(questions)
     assert {reading_of(q) for q in questions} >= set(READINGS) - {"colour_now"}
     for text, reading in (("What colour is the bar?", "colour_now"), ("What colour did the bar turn at t=40s?", "colour_turned"),
                           ("What shape is the red object?", "none")):
-        assert READINGS[int(llm.reader.reading_logits(llm.embed_words(text)).argmax())] == reading, text
+        assert READINGS[int(llm.readers.reader.reading_logits(llm.embed_words(text)).argmax())] == reading, text
     # the pairs options name: from 4 short memories, well above chance (1 in 30); the shipped reader's in test_shipped_model
     assert sum(pairs) >= 5 * len(pairs) / 30 and len(pairs) >= 4
 
@@ -185,14 +187,14 @@ def test_a_reader_of_an_older_layout_is_left_out_with_a_warning(fitted, tmp_path
     save_file({k: v for k, v in tensors.items() if not k.startswith("reader.count_any.")}, str(tmp_path / "model.safetensors"))
     with pytest.warns(UserWarning, match="fit-readers"):
         _, older = load_model(cfg, tmp_path)
-    assert older.reader is None and older.locator is not None  # the LLM answers its questions until refitted
+    assert older.readers.reader is None and older.readers.locator is not None  # the LLM answers its questions until refitted
 
 
 def test_checkpoint_round_trip_and_the_answerer_reads_with_it(fitted, tmp_path):
     cfg, encoder, llm, memories, _, _ = fitted
     save_checkpoint(tmp_path, encoder, llm)
     _, reloaded = load_model(cfg, tmp_path)
-    assert reloaded.reader is not None
+    assert reloaded.readers.reader is not None
     world, entries = memories[-1]
     q = next(q for q in make_questions(world, entries[-1].end, 1, n=40) if reading_of(q) == "still_there")
     tokens, spans = torch.stack([e.tokens for e in entries]), [(e.start, e.end) for e in entries]
@@ -200,7 +202,7 @@ def test_checkpoint_round_trip_and_the_answerer_reads_with_it(fitted, tmp_path):
         for text in (q.text, "What entered next after the red bar that entered at t=30s?", "What shape entered at t=30s?",
                      "How many red objects entered between t=20s and t=80s?"):
             args = (tokens, spans, named_span(text), llm.embed_words(text))
-            assert llm.reader.read(*args) == reloaded.reader.read(*args)
+            assert llm.readers.reader.read(*args) == reloaded.readers.reader.read(*args)
     # the answerer: the reader answers (the LLM does not run: no option scores), or where turned off, the LLM
     read = Answerer(reloaded, cfg.answer).answer(entries, q.text, q.options)
     assert read.text in q.options and read.option_logprobs is None and read.tokens_used == len(reloaded.ids(q.text))

@@ -14,7 +14,7 @@ from configs import load_config
 from models import StreamEncoder
 from models.answerer import Answerer, named_span
 from models.checkpoint import checkpoint_dir, load_model
-from models.evaluate import stream_world
+from models.synthetic.evaluate import stream_world
 from stream.memory import RollingMemory
 from stream.questions import is_correct, make_questions, when_questions
 from stream.synth import COLOURS, SynthWorld
@@ -49,7 +49,7 @@ def test_shipped_locator_finds_when_the_named_object_last_entered_or_left(shippe
     """Every "When did ... last ...?" a held-out 600-s stream's log answers, asked of its memory: the shipped
     EventLocator must be right for most of them, and for more than the prompt's pointer alone (without it)."""
     cfg, encoder, llm = shipped
-    assert llm.locator is not None, "the shipped checkpoint has no fitted EventLocator"
+    assert llm.readers.locator is not None, "the shipped checkpoint has no fitted EventLocator"
     world = SynthWorld(seed=SEEDS[0], width=cfg.vision.image_size, height=cfg.vision.image_size)
     memory = RollingMemory("eval", cfg.memory.token_budget)
     for c in stream_world(StreamEncoder(encoder), world, 600.0):
@@ -69,7 +69,7 @@ def test_shipped_reader_answers_next_first_and_still_there_better_than_the_llm(s
     held-out 900-s stream's memory: the shipped SequenceReader must be right for most, and for more than the
     LLM alone (`answer.reader` off)."""
     cfg, encoder, llm = shipped
-    assert llm.reader is not None, "the shipped checkpoint has no fitted SequenceReader"
+    assert llm.readers.reader is not None, "the shipped checkpoint has no fitted SequenceReader"
     right, total = {True: 0, False: 0}, 0
     for seed in SEEDS[:2]:
         world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)

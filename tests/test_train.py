@@ -9,8 +9,13 @@ from configs import ConfigError, load_config
 from models.checkpoint import load_model
 from models.cube_encoder import CubeEncoder
 from models.llm import POINTER, CubeLLM
-from models.train import (EVENT_KEYS, MIN_SHOWN, CubeProbe, RegionProbe, absent_window, fit_probes, load_probes, answer_target, clip_segments, live_memories, losses, on_consecutive_entries, on_counted_entries, sample_clip, shown_cubes, when_rows,
-                          train, warm_states, which_event_loss, with_lookalike)
+from models.synthetic.clips import (clip_segments, on_consecutive_entries, on_counted_entries, sample_clip, when_rows,
+                                    with_lookalike)
+from models.synthetic.fit import live_memories
+from models.synthetic.probes import CubeProbe, RegionProbe, fit_probes, load_probes, which_event_loss
+from models.synthetic.recipe import SyntheticRecipe
+from models.synthetic.vocabulary import EVENT_KEYS
+from models.train import MIN_SHOWN, absent_window, answer_target, losses, shown_cubes, train, warm_states
 from stream.questions import WHEN_KINDS, Question, make_questions, when_key, when_questions
 from stream.synth import SynthWorld
 
@@ -23,7 +28,7 @@ TINY = {"train": {"steps": 12, "clips_per_step": 2, "questions_per_clip": 3, "cl
 def trained(tmp_path_factory):
     cfg = load_config(overrides=TINY)
     out = tmp_path_factory.mktemp("run")
-    train(cfg, out, progress=False)
+    train(cfg, out, SyntheticRecipe(cfg), progress=False)
     return cfg, out
 
 
@@ -86,7 +91,7 @@ def test_a_fine_tune_moves_only_the_parts_it_does_not_freeze(trained, tmp_path):
     cfg, out = trained
     frozen = ["vision", "temporal", "cubing"]
     tune = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 3, "freeze": frozen}})
-    train(tune, tmp_path, init=out, progress=False)
+    train(tune, tmp_path, SyntheticRecipe(tune), init=out, progress=False)
     (was, was_llm), (now, now_llm) = load_model(cfg, out), load_model(tune, tmp_path)
     for part in frozen:
         assert all(torch.equal(v, getattr(was, part).state_dict()[k]) for k, v in getattr(now, part).state_dict().items()), part
@@ -100,12 +105,12 @@ def test_resume_is_deterministic(tmp_path, capsys):
     """Training 4 steps, stopping, and resuming to 6 gives the weights of 6 steps straight; the run cut by
     time says how far its schedule got and how to finish it."""
     cfg = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 6, "save_every": 4}})
-    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "straight", SyntheticRecipe(cfg), progress=False)
     cut = load_config(overrides={**TINY, "train": {**TINY["train"], "steps": 6, "save_every": 4, "max_minutes": 1e-9}})
-    train(cut, tmp_path / "resumed", progress=False)  # stops (and saves) after its first step
+    train(cut, tmp_path / "resumed", SyntheticRecipe(cut), progress=False)  # stops (and saves) after its first step
     said = capsys.readouterr().out
     assert "stopping at step 1 of 6" in said and "`--resume` finishes the schedule" in said
-    train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    train(cfg, tmp_path / "resumed", SyntheticRecipe(cfg), resume=True, progress=False)
     a, _ = load_model(cfg, tmp_path / "straight")
     b, _ = load_model(cfg, tmp_path / "resumed")
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -118,7 +123,7 @@ def test_real_profile_recipe_trains_only_the_new_modules(tmp_path):
     from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
     from models.llm import POINTER, build_tokenizer
-    from models.train import tokenizer_corpus
+    from models.synthetic.clips import tokenizer_corpus
     torch.manual_seed(0)
     SiglipVisionModel(SiglipVisionConfig(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=1,
                                          num_attention_heads=2, intermediate_size=96,
@@ -134,7 +139,7 @@ def test_real_profile_recipe_trains_only_the_new_modules(tmp_path):
                                  "llm": {"pretrained": str(tmp_path / "lm"), "frozen": True}, "resampler": {"out_dim": 96}})
     torch.manual_seed(cfg.seed)
     before_encoder, before_llm = CubeEncoder(cfg), CubeLLM(cfg)
-    train(cfg, tmp_path / "run", progress=False)
+    train(cfg, tmp_path / "run", SyntheticRecipe(cfg), progress=False)
     after_encoder, after_llm = load_model(cfg, tmp_path / "run")
 
     tower = {k: v for k, v in after_encoder.state_dict().items() if ".tower." in k}

@@ -14,14 +14,15 @@ from models.vlm import VisualCube, load_vlm
 from models.vlm.answerer import VLMAnswerer
 from stream.cube import Cube
 from stream.memory import RollingMemory
-from tiny_vlm import save_tiny_qwen2_5_vl
+from tiny_vlm import FAMILIES
 
 GRID = (1, 2, 2)
 
 
-@pytest.fixture(scope="module")
-def language(tmp_path_factory):
-    return load_vlm(str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen"))), "language", dtype="float32", device="cpu")
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def language(request, tmp_path_factory):
+    path = FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
+    return load_vlm(str(path), "language", dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def memory(language):
     g = torch.Generator().manual_seed(0)
     m = RollingMemory("cam", 10 ** 6)
     for i in range(12):
-        m.add(Cube("cam", i, 10.0 * i, 10.0 * i + 8, 4, torch.randn(4, language.width, generator=g), 1.0))
+        m.add(Cube("cam", i, 10.0 * i, 10.0 * i + 8, 4, torch.randn(4, language.token_width, generator=g), 1.0))
     return list(m)
 
 

@@ -13,7 +13,7 @@ from models.temporal import MambaTemporalEncoder
 from models.vlm import load_vlm
 from models.vlm.cubes import ChangeCubing, frame_feature, pool_cube, pool_frame, pool_time
 from models.vlm.stream_encoder import VLMStreamEncoder
-from tiny_vlm import save_tiny_qwen2_5_vl
+from tiny_vlm import FAMILIES
 
 
 def scene_clip(lengths, h=4, w=4, d=16, noise=0.05, seed=0) -> torch.Tensor:
@@ -86,9 +86,10 @@ def test_identity_mamba_changes_nothing():
     torch.testing.assert_close(y, x)
 
 
-@pytest.fixture(scope="module")
-def vision(tmp_path_factory):
-    return load_vlm(str(save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen"))), "vision", dtype="float32", device="cpu")
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+def vision(request, tmp_path_factory):
+    path = FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
+    return load_vlm(str(path), "vision", dtype="float32", device="cpu")
 
 
 def camera(n, seed, h=56, w=84):

@@ -61,6 +61,12 @@ def test_rtsp_camera_answers_a_free_form_question_with_citations(tiny_qwen, tmp_
 
             picked = client.ask("door", "what colour was the thing that came in?", options=["red", "a blue car"])
             assert picked["text"] in ("red", "a blue car") and len(picked["option_logprobs"]) == 2
+
+            # and from the command line, which asks over the same HTTP API
+            cli = subprocess.run([sys.executable, "-m", "actors.cli", "ask", "--url", svc.url, "--token", svc.token,
+                                  "door", "Did anybody walk past?"], capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr
+            assert "cited t=" in cli.stdout
     finally:
         rtsp.kill()
 
@@ -76,7 +82,7 @@ def test_family_errors_name_the_model(tmp_path):
         family_of(str(text))
     llava = tmp_path / "llava"
     LlavaConfig().save_pretrained(llava)
-    with pytest.raises(VLMError, match="llava model, an unsupported VLM family; supported families: qwen2_5_vl, smolvlm, idefics3"):
+    with pytest.raises(VLMError, match="llava model, an unsupported VLM family; supported families: qwen2_5_vl, qwen3_vl, smolvlm, idefics3"):
         family_of(str(llava))
 
 
@@ -87,6 +93,12 @@ def test_service_refuses_a_path_that_is_not_a_vlm_before_starting(tmp_path):
     with pytest.raises(VLMError, match="no config.json"):
         Service(cfg, num_cpus=1).start()
     assert not ray.is_initialized()
+
+
+def test_serve_with_the_vlm_profile_and_no_model_says_so():
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "serve", "--config", "vlm", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--set model.vlm=" in proc.stderr
 
 
 def test_serve_with_an_unknown_id_offline_exits_naming_it(tmp_path):

@@ -6,7 +6,7 @@ template, and the family's own image processor at small sizes; `save_pretrained`
 processor to a folder that loads back by path as a downloaded checkpoint does.
 
 `reference_processor` builds the family's own processor (tokenizer + image processor) around them for the
-parity tests. transformers 5.25 refuses to build a Qwen2.5-VL or SmolVLM processor without a video
+parity tests. transformers 5.25 refuses to build a Qwen2.5-VL, Qwen3-VL or SmolVLM processor without a video
 processor, and its video processors need torchvision, which has no CPU build for this torch here: the
 processors are built with the argument check skipped, their video side absent (only images are used).
 """
@@ -87,6 +87,35 @@ def save_tiny_qwen2_5_vl(path: Path, seed: int = 0, sizes: dict | None = None, d
     return Path(path)
 
 
+def save_tiny_qwen3_vl(path: Path, seed: int = 0) -> Path:
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    tok = tiny_tokenizer(special, QWEN_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>")
+    ids = {s: tok.convert_tokens_to_ids(s) for s in special}
+    cfg = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                          "mrope_interleaved": True},
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0, 1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(cfg).eval()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    Qwen2VLImageProcessorPil(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128}, patch_size=16, merge_size=2,
+                             temporal_patch_size=2).save_pretrained(path)
+    model.generation_config.save_pretrained(path)
+    return Path(path)
+
+
 def save_tiny_smolvlm(path: Path, seed: int = 0, kind: str = "smolvlm") -> Path:
     """SmolVLM, or (kind "idefics3") Idefics3, whose classes SmolVLM's derive from."""
     import transformers
@@ -118,7 +147,7 @@ def save_tiny_idefics3(path: Path, seed: int = 0) -> Path:
     return save_tiny_smolvlm(path, seed, kind="idefics3")
 
 
-FAMILIES = {"qwen2_5_vl": save_tiny_qwen2_5_vl, "smolvlm": save_tiny_smolvlm, "idefics3": save_tiny_idefics3}
+FAMILIES = {"qwen2_5_vl": save_tiny_qwen2_5_vl, "qwen3_vl": save_tiny_qwen3_vl, "smolvlm": save_tiny_smolvlm, "idefics3": save_tiny_idefics3}
 
 
 def reference_processor(path: Path):
@@ -126,13 +155,13 @@ def reference_processor(path: Path):
     from unittest import mock
 
     from transformers import (AutoConfig, AutoImageProcessor, AutoTokenizer, Idefics3Processor, ProcessorMixin,
-                              Qwen2_5_VLProcessor, SmolVLMProcessor)
+                              Qwen2_5_VLProcessor, Qwen3VLProcessor, SmolVLMProcessor)
 
     kind = AutoConfig.from_pretrained(path).model_type
     tok, images = AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path)
     if kind == "idefics3":  # no video side: built as it is
         return Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=16, chat_template=tok.chat_template)
-    cls = {"qwen2_5_vl": Qwen2_5_VLProcessor, "smolvlm": SmolVLMProcessor}[kind]
+    cls = {"qwen2_5_vl": Qwen2_5_VLProcessor, "qwen3_vl": Qwen3VLProcessor, "smolvlm": SmolVLMProcessor}[kind]
     extra = {"image_seq_len": 16} if cls is SmolVLMProcessor else {}
     with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", lambda self, name, arg: None):
         return cls(image_processor=images, tokenizer=tok, video_processor=None, chat_template=tok.chat_template, **extra)

@@ -164,6 +164,7 @@ async function signIn(token) {
   $("role").textContent = S.role;
   document.body.dataset.role = S.role;
   for (const node of document.querySelectorAll(".admin-only")) node.hidden = S.role !== "admin";
+  $("streams-h").focus(); // the sign-in form that had the focus is gone
   poll();
   followEvents();
 }
@@ -177,14 +178,13 @@ function signOut(message = "", kind = "info") {
   if (S.events) S.events.abort();
   S.events = null;
   S.streams = [];
-  S.selected = null;
-  S.timeline = [];
-  S.entry = null;
-  S.cited = [];
+  select(null);
   S.lastEventId = null;
   for (const url of thumbs.values()) if (typeof url === "string") URL.revokeObjectURL(url);
   thumbs.clear();
-  for (const id of ["streams", "timeline", "axis", "citations", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams", "results", "alerts", "watches"]) $(id).replaceChildren();
+  for (const id of ["streams-msg", "add-msg", "search-msg", "watches-msg"]) say(id, "");
+  $("alerts-state").textContent = "";
   $("app").hidden = true;
   $("signout").hidden = true;
   $("role").hidden = true;
@@ -427,7 +427,9 @@ async function showEntry(entryId) {
   $("entry").hidden = false;
   $("entry-caption").textContent = `${streamId} · entry ${e.id} · ${span(e.start, e.end)} · level ${e.level} · ` +
     `${e.num_frames} frames in ${e.cubes} cube${e.cubes === 1 ? "" : "s"}` +
-    (S.cited.some((c) => overlaps(e, c)) ? " · cited by the answer" : "");
+    (S.cited.some((c) => overlaps(e, c)) ? " · in the highlighted span" : "");
+  const cached = thumbs.get(`${streamId}/${e.id}`);
+  if (typeof cached !== "string") setImage($("entry-img"), null); // not the previous entry's while this one loads
   const url = e.thumbnail ? await thumbnail(streamId, e.id) : null;
   if (S.entry === e) setImage($("entry-img"), url, `thumbnail of ${streamId} at ${span(e.start, e.end)}`);
 }

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from models.vlm import qwen2_5_vl, smolvlm
+from models.vlm import qwen2_5_vl, qwen3_vl, smolvlm
 from models.vlm.base import LanguageSide, Prompt, VisionSide, VisualCube, VLMError
 
 __all__ = ["load_vlm", "family_of", "FAMILIES", "VLMError", "VisionSide", "LanguageSide", "Prompt", "VisualCube"]
@@ -33,13 +33,16 @@ class Family:
 FAMILIES = {
     "qwen2_5_vl": Family(qwen2_5_vl.Qwen2_5_VLVision, qwen2_5_vl.Qwen2_5_VLLanguage,
                          qwen2_5_vl.drop_vision, qwen2_5_vl.drop_language),
+    # Qwen3-VL's parts have Qwen2.5-VL's names; its vision side adds the deepstack features
+    "qwen3_vl": Family(qwen3_vl.Qwen3VLVision, qwen3_vl.Qwen3VLLanguage, qwen2_5_vl.drop_vision,
+                       qwen2_5_vl.drop_language),
     "smolvlm": Family(smolvlm.SmolVLMVision, smolvlm.SmolVLMLanguage, smolvlm.drop_vision, smolvlm.drop_language),
     # SmolVLM's classes derive from Idefics3's: the same parts under the same names
     "idefics3": Family(smolvlm.SmolVLMVision, smolvlm.SmolVLMLanguage, smolvlm.drop_vision, smolvlm.drop_language),
 }
 # Families whose path differs enough to need their own file (not written yet), said plainly at start-up.
-NOT_YET = {"qwen3_vl": "Qwen3-VL feeds 'deepstack' vision features into several decoder layers",
-           "llava_onevision": "LLaVA-OneVision is not wired yet"}
+NOT_YET = {"llava_onevision": "LLaVA-OneVision's video path (its pooling and newline token) is not wired yet",
+           "qwen3_vl_moe": "Qwen3-VL-MoE is not wired yet (dense Qwen3-VL is)"}
 
 
 def family_of(source: str) -> tuple[str, object]:

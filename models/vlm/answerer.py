@@ -50,6 +50,9 @@ class VLMAnswerer:
         if tokens.shape[0] != int(torch.tensor(self.grid).prod()):
             raise ValueError(f"a memory entry has {tokens.shape[0]} tokens, not the {self.grid} grid's: "
                              "the memory was written with another model.cube_grid")
+        if tokens.shape[-1] != self.language.token_width:
+            raise ValueError(f"a memory entry's tokens are {tokens.shape[-1]} wide, this VLM's {self.language.token_width}: "
+                             "the memory was written with another model.vlm")
         return VisualCube(cube.start, cube.end, tokens.reshape(*self.grid, tokens.shape[-1]))
 
     @torch.no_grad()

@@ -44,6 +44,8 @@ class Prompt:
     positions: torch.Tensor  # [R, L]: the model's position ids (R = 3 for Qwen2.5-VL's (t, h, w) rope, else 1)
     cube_spans: list[tuple[int, int]]  # each cube's visual tokens: embeds[s:e]
     question_span: tuple[int, int]  # the question's tokens
+    visual_extra: torch.Tensor | None = None  # [N visual tokens, ...]: what a family feeds its decoder beside the
+    #   embeddings (Qwen3-VL's deepstack features), None for most
 
     @property
     def next_position(self) -> int:
@@ -65,7 +67,7 @@ def prompt_text(spans: Sequence[tuple[float, float]], question: str, image_mark:
 class VisionSide(ABC):
     """Frames -> per-frame tokens in the LLM's embedding space, many streams' frames in one batch."""
 
-    width: int  # the LLM's embedding width
+    width: int  # the width of the tokens it emits: the LLM's embedding width (and any extra features, Qwen3-VL)
 
     @abstractmethod
     def encode(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
@@ -111,6 +113,20 @@ class LanguageSide(ABC):
     def embedding(self) -> torch.nn.Embedding:
         return self.decoder.get_input_embeddings()
 
+    @property
+    def token_width(self) -> int:
+        """The width of a cube's tokens as the vision side writes them (`split_visual` takes them apart)."""
+        return self.width
+
+    def split_visual(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A cube's tokens [..., D'] -> (what goes into the prompt's embeddings [..., D], any extra features the
+        family's decoder takes beside them). Most families' tokens are the embeddings alone."""
+        return tokens, None
+
+    def decoder_inputs(self, prompt: Prompt, length: int) -> dict:
+        """The decoder's extra inputs for a pass over the prompt followed by `length - len(prompt)` more tokens."""
+        return {}
+
     # ---- shared ----
 
     @property
@@ -148,15 +164,16 @@ class LanguageSide(ABC):
         q_end = _find_last(ids, q_ids)
         question_span = (q_end - len(q_ids), q_end) if q_end is not None else (spans[-1][1] if spans else 0, len(ids))
         input_ids = torch.tensor(ids, device=self.device)
-        embeds = self.embedding(input_ids)
+        embeds, extra = self.embedding(input_ids), None
         if cubes:
             visual = torch.cat([c.tokens.reshape(-1, c.tokens.shape[-1]) for c in cubes]).to(self.device, self.dtype)
+            visual, extra = self.split_visual(visual)
             mask = torch.zeros(len(ids), dtype=torch.bool, device=self.device)
             for s, e in spans:
                 mask[s:e] = True
             embeds = embeds.masked_scatter(mask[:, None], visual)
         return Prompt(input_ids=input_ids, embeds=embeds, positions=self.positions(input_ids[None], grids),
-                      cube_spans=spans, question_span=question_span)
+                      cube_spans=spans, question_span=question_span, visual_extra=extra)
 
     def _run(self, embeds: torch.Tensor, positions: torch.Tensor, cache=None, use_cache: bool = True, **kwargs):
         # [R, L] -> the decoder's [B, L] (1-D positions) or [R, B, L] (Qwen2.5-VL's (t, h, w) rows)
@@ -168,7 +185,7 @@ class LanguageSide(ABC):
     def logits(self, prompt: Prompt, answer_ids: Sequence[int] = ()) -> torch.Tensor:
         """[L + len(answer_ids), V] float32 logits of the prompt followed by `answer_ids`."""
         embeds, positions = self._extend(prompt, answer_ids)
-        out = self._run(embeds, positions)
+        out = self._run(embeds, positions, **self.decoder_inputs(prompt, len(embeds)))
         return self.lm_head(out.last_hidden_state[0]).float()
 
     def _extend(self, prompt: Prompt, answer_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +198,7 @@ class LanguageSide(ABC):
     @torch.no_grad()
     def generate(self, prompt: Prompt, max_new_tokens: int) -> tuple[str, list[int]]:
         """Greedy decoding from the prompt until an end-of-turn id or `max_new_tokens`: (text, generated ids)."""
-        out = self._run(prompt.embeds, prompt.positions)
+        out = self._run(prompt.embeds, prompt.positions, **self.decoder_inputs(prompt, len(prompt.embeds)))
         cache, logits = out.cache, self.lm_head(out.last_hidden_state[0, -1])
         R, nxt, generated = prompt.positions.shape[0], prompt.next_position, []
         for _ in range(max_new_tokens):
@@ -199,7 +216,7 @@ class LanguageSide(ABC):
     @torch.no_grad()
     def option_logprobs(self, prompt: Prompt, options: Sequence[str]) -> torch.Tensor:
         """Each option's log-likelihood as the whole answer (its tokens, then the end of the turn)."""
-        out = self._run(prompt.embeds, prompt.positions)
+        out = self._run(prompt.embeds, prompt.positions, **self.decoder_inputs(prompt, len(prompt.embeds)))
         first = F.log_softmax(self.lm_head(out.last_hidden_state[0, -1]).float(), -1)
         scores = []
         for o in options:
@@ -223,7 +240,8 @@ class LanguageSide(ABC):
         before = self.decoder.config._attn_implementation
         self.decoder.set_attn_implementation("eager")
         try:
-            att = self._run(prompt.embeds, prompt.positions, use_cache=False, output_attentions=True).attentions
+            att = self._run(prompt.embeds, prompt.positions, use_cache=False, output_attentions=True,
+                            **self.decoder_inputs(prompt, len(prompt.embeds))).attentions
         finally:
             self.decoder.set_attn_implementation(before)
         n = len(att)
@@ -237,7 +255,7 @@ class LanguageSide(ABC):
         """The cheap fallback: cosine of each cube's mean token to the question's mean token embedding.
         cube_tokens [N, K, D]."""
         q = self.embedding(torch.tensor(self.ids(question), device=self.device)).float().mean(0)
-        keys = cube_tokens.to(self.device).float().mean(1)
+        keys = self.split_visual(cube_tokens.to(self.device))[0].float().mean(1)
         return F.cosine_similarity(keys, q[None], dim=-1).cpu()
 
 

@@ -1,8 +1,7 @@
 """Answering "When did a red bar last leave?" from the memory's sequence of what was in view.
 
-The prompt's `CubePointer` reads one cube at a time and never learnt to tell which object a leave was
-(sessions 7-17: "when" right 17 of 48 on fresh test worlds, "last leave" 2-3 of ~15), though the cube
-tokens say which objects are in view at a cube's end for 97% of them. A leave of X is X in view before
+The prompt's `CubePointer` reads one cube at a time and does not learn to tell which object a leave was,
+though the cube tokens say which objects are in view at a cube's end (docs/research-notes.md). A leave of X is X in view before
 and never after; an enter, X out of view before and in view after: facts about neighbouring entries and
 the rest of the memory, which no per-cube read-out sees. So the locator reads, for every memory entry and
 every event key (`EVENT_KEYS`), a few numbers from a linear probe of the entries' tokens (the training-only
@@ -21,13 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stream.synth import COLOURS, SHAPES
-
-ATTRIBUTES = [(c, s) for c in COLOURS for s in SHAPES]
-# What a "when" question names about an event (`when_key`): enter or leave by colour and shape, a change by
-# its new colour.
-EVENT_KEYS = ([("enter", c, s) for c, s in ATTRIBUTES] + [("leave", c, s) for c, s in ATTRIBUTES]
-              + [("change", c) for c in COLOURS])
+from models.synthetic.vocabulary import ATTRIBUTES, EVENT_KEYS
 KINDS = ("enter", "leave", "change")
 FEATURES = 9
 LOGIT_SCALE = 5.0  # the probe's logits run to about +-10; features near unit scale
@@ -66,8 +59,8 @@ class EventLocator(nn.Module):
                             events, _later_max(events), age], -1)
 
     def key_logits(self, question: torch.Tensor) -> torch.Tensor:  # question's input embeddings [L, H] -> [E]
-        # at unit RMS: the pooled word embeddings of a tiny LM have norm ~0.6, and a linear map of them fitted
-        # 3000 steps named the key of 79% of the 66 "when" questions (98% normalised)
+        # at unit RMS: the pooled word embeddings of a tiny LM have norm ~0.6, too small for a linear map to
+        # name the key reliably
         pooled = question.mean(0)
         return self.question(F.normalize(pooled, dim=0) * pooled.shape[0] ** 0.5)
 
@@ -81,9 +74,8 @@ class EventLocator(nn.Module):
 
 
 class LocatorEnsemble(nn.Module):
-    """Locators fitted from different seeds, an entry's score the mean of their log-softmax over entries. One
-    fit's "when" varies by seed as much as by most changes (session 23: 287, 293 and 303 of 395 questions on
-    validation worlds 10100-10123, "turn" 33-56 of 80); the three together answered 318."""
+    """Locators fitted from different seeds, an entry's score the mean of their log-softmax over entries: one
+    fit's "when" answers vary by seed as much as by most changes, and the mean of three beats each of them."""
 
     def __init__(self, fits: list[EventLocator]):
         super().__init__()

@@ -2,9 +2,8 @@
 
 These questions rest on entries across a memory of minutes: the next object to enter after a named one may
 come three quiet minutes later, whether an object is still there is its absence from every entry since it
-was seen, and a count over five minutes spans dozens of entries, more than a prompt holds. The LLM reads a
-prompt of a few cubes and got "next" 3 of 19, "first" 18 of 28 and "still there" 35 of 46 right on test
-worlds 11000-11011 (session 19). Like the `EventLocator`, this reads every entry through a linear probe
+was seen, and a count over five minutes spans dozens of entries, more than a prompt holds, and the LLM
+reading a prompt of a few cubes answers them poorly (docs/research-notes.md). Like the `EventLocator`, this reads every entry through a linear probe
 started as the kept training one (`CubeProbe.head`: each (colour, shape) pair in view at an entry's end,
 and which events begin in it; `fit_reader` fine-tunes it at a small rate), as features of an entry beside
 its neighbours, scored by small MLPs:
@@ -21,16 +20,14 @@ its neighbours, scored by small MLPs:
   that something enters in [a, b] at each entry near it and which pair it is, the count the most likely
   number of entries to come true (`count_distribution`) with a pair of the colour or shape named;
 - and one question that names no time: "what colour is the bar?" (`colour_now`), the colour of the shape
-  named in view at the newest entry (the LLM, reading cubes the pointer picked from all the memory, often
-  named a colour the shape had had: 15 of 24 on validation worlds 10100-10123, this 24 of 24).
+  named in view at the newest entry (the LLM, reading cubes picked from all the memory, often names a colour
+  the shape had had earlier).
 
 An object shows in the entry that starts just after its enter begins (the boundary head closes a cube at
 the enter), so the entry holding a named time t is the one before the object is seen. Which reading a
 question asks for comes from a linear map of its words' mean input embedding (as the locator's key), the
-pair it names from a colour score plus a shape score, each a soft maximum over its words (on the names in
-"next after" / "still there" questions and "first" options of test worlds 11000-11023: 234 of 234 right;
-a 30-way map of the mean word 62%, a hard maximum 70%; the mean with the time embedding of "t=...s" added
-named 5 of 47 "next after" pairs), a count's or a "turn"'s noun from one of the two scores; the named time
+pair it names from a colour score plus a shape score, each a soft maximum over its words (a 30-way map of
+the mean word, or a hard maximum, names the pair far less often), a count's or a "turn"'s noun from one of the two scores; the named time
 or span from its "t=...s". Fitted on live memories of training worlds with every other weight frozen
 (`fit_reader`).
 """
@@ -42,10 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.event_locator import ATTRIBUTES, EVENT_KEYS, LOGIT_SCALE, NOT_THERE
-from stream.synth import COLOURS as _COLOURS, SHAPES
+from models.synthetic.event_locator import LOGIT_SCALE, NOT_THERE
+from models.synthetic.vocabulary import ATTRIBUTES, COLOURS, EVENT_KEYS, SHAPES
 
-COLOURS = tuple(_COLOURS)
 READINGS = ("none", "first_of", "next_after", "still_there", "shape_at", "colour_at", "colour_turned",
             "count_all", "count_colour", "count_shape", "colour_now")  # "none": a question for the LLM
 PRESENT_FEATURES = 9
@@ -220,7 +216,7 @@ class SequenceReader(nn.Module):
         Each pair's enter score reads its enter features, its colour's change logit and the drop of its shape in
         other colours (a colour change brings a pair into view too, and is no enter), and where the entry lies
         against a and b; the entry's chance reads them all, pooled over pairs. Two enters in one entry are rare
-        (3 of 298 on validation worlds 10100-10123) and count once."""
+        and count once."""
         starts, ends = torch.tensor(spans, dtype=logits.dtype).T
         near = ((ends > a - 10) & (starts < b + 10)).nonzero().flatten()  # an enter shows at most an entry late
         if not len(near):

@@ -2,7 +2,10 @@
 
 Each world is streamed frame by frame through `StreamEncoder` (the live path, not the training form),
 the closed cubes go into a `RollingMemory` under the profile's token budget, and questions generated from the world's log are asked at the stream's end
-through the `Answerer` (as multiple choice where the question offers its answers). Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
+through the `Answerer` (as multiple choice where the question offers its answers). Where the profile's readers of
+the whole memory (`llm.readers`) are fitted and switched on, every question is also answered by the general path,
+the LLM alone over the cubes it selected (readers and locator off), reported beside it as `llm_alone`.
+Reported: QA accuracy overall and by recall slice, boundary precision/recall/F1
 against the true event times (1 s tolerance), mean frames per cube, tokens kept per frame and the
 compression against the vision tower's per-frame patch tokens. Boundaries are the head's own decisions:
 a cube closed by max_len (a quiet stretch cut to bound memory granularity) claims no event. Baselines use the same trained weights,
@@ -16,11 +19,10 @@ frames per cube, rounded (the head's `trained_target_len` when adaptive is not r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-
-import torch
 
 from configs import Config
 from models.answerer import Answerer
@@ -36,6 +38,7 @@ FPS = 2.0
 RECALL_AT = (1, 3, 5)  # selection recall@k: the asked event's cube among the k best-scored cited cubes
 RECALL_MIN_AGE = 10.0  # only questions whose evidence ended this long before: the newest cubes are always shown
 METHODS = ("adaptive", "fixed", "uniform", "recent")
+SHARED = ("tp", "n_pred", "n_true", "frames", "cubes", "tokens")  # what streaming and cubing score: every path's
 
 
 @dataclass
@@ -105,8 +108,10 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
         answer_cfg.citations = max(RECALL_AT)
         if method == "recent":
             answer_cfg.selection = "recent"
-        answerer = Answerer(llm, answer_cfg)
-        scores = Scores()
+        paths = {"": (Answerer(llm, answer_cfg), Scores())}
+        if llm.readers is not None and (answer_cfg.reader or answer_cfg.locator):  # the general path beside them
+            paths["llm_alone"] = (Answerer(llm, dataclasses.replace(answer_cfg, reader=False, locator=False)), Scores())
+        scores = paths[""][1]  # what streaming and cubing score, which every path shares
         for seed in seeds:
             world = SynthWorld(seed=seed, width=cfg.vision.image_size, height=cfg.vision.image_size)
             cubes = stream_world(StreamEncoder(model), world, seconds, every=target if method == "uniform" else 1)
@@ -125,19 +130,30 @@ def evaluate(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, seeds: list[int], 
                 memory.add(c)
             t_now = cubes[-1].end
             for q in make_questions(world, t_now, random.Random(seed), n=questions):
-                ans = answerer.answer(memory.entries(), q.text, q.options or None)
-                ok = is_correct(q, ans.text)
-                if q.evidence_time[1] < t_now - RECALL_MIN_AGE:
-                    scores.cited.append(_citation_rank(ans, q))
-                for key in ("all", q.age_slice, q.kind):
-                    scores.right[key] += ok
-                    scores.total[key] += 1
-                scores.answers.append({"world": seed, "question": q.text, "kind": q.kind, "slice": q.age_slice,
-                                       "truth": q.answer, "evidence": q.evidence_time, "answer": ans.text, "right": ok,
-                                       "cited": [(c.start, c.end) for c in ans.citations]})
+                for answerer, path_scores in paths.values():
+                    _ask(answerer, path_scores, memory.entries(), q, seed, t_now)
         results[method] = scores.summary(patch_tokens)
-        log(f"{method}: qa {results[method]['qa']:.3f} boundary_f1 {results[method]['boundary_f1']:.3f}")
+        if "llm_alone" in paths:
+            alone = dataclasses.replace(paths["llm_alone"][1], **{k: getattr(scores, k) for k in SHARED})
+            results[method]["llm_alone"] = alone.summary(patch_tokens)
+        log(f"{method}: qa {results[method]['qa']:.3f}"
+            + (f" (LLM alone {results[method]['llm_alone']['qa']:.3f})" if "llm_alone" in paths else "")
+            + f" boundary_f1 {results[method]['boundary_f1']:.3f}")
     return results
+
+
+def _ask(answerer: Answerer, scores: Scores, entries: list, q, seed: int, t_now: float) -> None:
+    """Ask `q` of a memory's `entries` and score the answer."""
+    ans = answerer.answer(entries, q.text, q.options or None)
+    ok = is_correct(q, ans.text)
+    if q.evidence_time[1] < t_now - RECALL_MIN_AGE:
+        scores.cited.append(_citation_rank(ans, q))
+    for key in ("all", q.age_slice, q.kind):
+        scores.right[key] += ok
+        scores.total[key] += 1
+    scores.answers.append({"world": seed, "question": q.text, "kind": q.kind, "slice": q.age_slice,
+                           "truth": q.answer, "evidence": q.evidence_time, "answer": ans.text, "right": ok,
+                           "cited": [(c.start, c.end) for c in ans.citations]})
 
 
 def _citation_rank(ans, q, slack: float = 1.0) -> int | None:
@@ -149,13 +165,16 @@ def _citation_rank(ans, q, slack: float = 1.0) -> int | None:
 
 
 def table(results: dict) -> str:
-    head = "| method | QA all | " + " | ".join(f"QA {s}" for s in SLICES) + \
+    """One row a method and answer path: with the profile's readers (where fitted) and the LLM alone."""
+    head = "| method | answered by | QA all | " + " | ".join(f"QA {s}" for s in SLICES) + \
            " | boundary P / R / F1 | recall@1 / @3 / @5 | frames / cube | tokens / frame | compression |"
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     for m, r in results.items():
-        sl = " | ".join("-" if r["qa_by_slice"][s] is None else f"{r['qa_by_slice'][s]:.1%}" for s in SLICES)
-        bnd = "-" if m == "uniform" else f"{r['boundary_precision']:.2f} / {r['boundary_recall']:.2f} / {r['boundary_f1']:.2f}"
-        rec = " / ".join("-" if r[f"recall@{k}"] is None else f"{r[f'recall@{k}']:.2f}" for k in RECALL_AT)
-        rows.append(f"| {m} | {r['qa']:.1%} | {sl} | {bnd} | {rec} | {r['frames_per_cube']:.2f} | {r['tokens_per_frame']:.3f} | "
-                    f"{r['compression']:.0f}x |")
+        paths = [("LLM alone", r["llm_alone"]), ("LLM + readers", r)] if "llm_alone" in r else [("LLM", r)]
+        for by, p in paths:
+            sl = " | ".join("-" if p["qa_by_slice"][s] is None else f"{p['qa_by_slice'][s]:.1%}" for s in SLICES)
+            bnd = "-" if m == "uniform" else f"{p['boundary_precision']:.2f} / {p['boundary_recall']:.2f} / {p['boundary_f1']:.2f}"
+            rec = " / ".join("-" if p[f"recall@{k}"] is None else f"{p[f'recall@{k}']:.2f}" for k in RECALL_AT)
+            rows.append(f"| {m} | {by} | {p['qa']:.1%} | {sl} | {bnd} | {rec} | {p['frames_per_cube']:.2f} | "
+                        f"{p['tokens_per_frame']:.3f} | {p['compression']:.0f}x |")
     return "\n".join(rows)
