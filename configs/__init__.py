@@ -132,6 +132,8 @@ class ModelConfig:
     min_frames: int = 2  # a cube holds at least this many frames ...
     max_frames: int = 16  # ... and at most this many (8 s at 2 fps)
     temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
+    boundaries: str = "change"  # where cubes end: "change" (the training-free rule) or "head" (the Gumbel head of
+    #   `cubing:`, trained by stage 1: the profile's `stage1:` checkpoint must hold it)
 
     def __post_init__(self):
         if self.vlm is not None and not self.vlm.strip():
@@ -149,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"model.min_frames ({self.min_frames}) must not exceed model.max_frames ({self.max_frames})")
         if self.temporal_layers < 0:
             raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
+        if self.boundaries not in ("change", "head"):
+            raise ConfigError(f"model.boundaries must be 'change' or 'head', got {self.boundaries!r}")
 
 
 @dataclass

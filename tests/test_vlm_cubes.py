@@ -86,7 +86,7 @@ def test_identity_mamba_changes_nothing():
     torch.testing.assert_close(y, x)
 
 
-@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl"])
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen3_vl", "smolvlm"])
 def vision(request, tmp_path_factory):
     path = FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
     return load_vlm(str(path), "vision", dtype="float32", device="cpu")
