@@ -164,10 +164,12 @@ def _ask(sid: str, q: VideoQA, methods: list[Method], workers: dict[str, Encoder
 def profile_methods(cfg: Config, encoder: CubeEncoder | None = None, llm=None, recent_frames: int | None = None,
                     device: str = "cpu") -> list[Method]:
     """The profile's adaptive cubes and the recent-frames baseline (SimpleStream) with the same weights and
-    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit).
+    answer budget: every frame a cube, the newest `recent_frames` of them shown (None: as many as fit), to the
+    LLM alone (the default profile's readers of the whole memory are off for it).
     A profile with `model.vlm` builds both from its VLM; else from `encoder` and `llm` (default: the profile's)."""
     recent_cfg = copy.deepcopy(cfg.answer)
     recent_cfg.selection = "recent"
+    recent_cfg.reader = recent_cfg.locator = False  # the LLM over the newest frames alone, not a reader of all of them
     if cfg.model.vlm:
         return _vlm_methods(cfg, recent_cfg, recent_frames, device)
     if encoder is None:
@@ -185,7 +187,7 @@ def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str
     """For a VLM, a frame of the baseline is a cube of one frame pooled to the same space grid (t = 1)."""
     from models.vlm import load_vlm
     from models.vlm.answerer import VLMAnswerer
-    from models.vlm.profile import temporal_encoder
+    from models.vlm.profile import cubing_head, temporal_encoder
     from models.vlm.stream_encoder import VLMStreamEncoder
 
     m = cfg.model
@@ -194,7 +196,8 @@ def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str
     language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
     grid, frame_grid = tuple(m.cube_grid), (1, *m.cube_grid[1:])
     temporal = temporal_encoder(cfg, vision.width)
-    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device),
+    head = cubing_head(cfg, vision.width)
+    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device, head),
                    VLMAnswerer(language, cfg.answer, grid)),
             Method("recent-frames", VLMStreamEncoder(vision, frame_grid, 1, 1, temporal, device),
                    VLMAnswerer(language, recent_cfg, frame_grid), newest=recent_frames)]

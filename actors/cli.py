@@ -187,7 +187,8 @@ def cmd_export_synth(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until Ctrl-C."""
+    """Start the runtime (embedded local Ray, or join --address) and its HTTP gateway; runs until SIGTERM or
+    Ctrl-C, then stops gracefully (every stream's state saved) and exits 0."""
     import signal
     import threading
 
@@ -202,16 +203,18 @@ def cmd_serve(args) -> int:
     if args.config == "vlm" and not cfg.model.vlm:  # else the profile would serve the untrained toy model
         raise SystemExit("cubestream: the vlm profile needs a model: --set model.vlm=HF_ID_OR_PATH (docs/vlm.md)")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         svc = Service(cfg, address=args.address).start()
     except VLMError as e:  # model.vlm that cannot serve: said before anything starts
         raise SystemExit(f"cubestream: {e}") from None
     try:
+        # after ray.init, which installs a SIGTERM handler of its own (exit 15, no shutdown of ours)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: stop.set())
         print(f"cubestream serving on {svc.url}\nexport CUBESTREAM_URL={svc.url} CUBESTREAM_TOKEN={svc.token}\n"
               f"monitoring page: {svc.url}/ (sign in with the token)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
+        print("cubestream: stopping; saving every stream's state", flush=True)
     finally:
         svc.close()
     return 0
@@ -328,7 +331,8 @@ def cmd_demo(args) -> int:
     print(f"starting the runtime on local Ray (profile {args.config!r}) ...", flush=True)
     with Service(cfg) as svc:
         client = Client(svc.url, svc.token)
-        client.add("camera", spec)
+        if "camera" not in {s["id"] for s in client.streams()}:  # else restored from --snapshots' registry
+            client.add("camera", spec)
         print(f"gateway {svc.url}; live camera {spec}, {args.seconds:g} s of stream at {args.speed:g}x real time\n")
         print(f"{'entry':>5} {'start s':>8} {'end s':>8} {'frames':>6} {'level':>5}   true events in the span")
         shown, t_now = -1, 0.0  # the newest entry id printed: a merge of old entries prints as a new row

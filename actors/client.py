@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,8 +28,11 @@ class ClientError(Exception):
 
 
 class Client:
-    def __init__(self, url: str, token: str, timeout: float = 60.0):
-        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+    """`ssl_context`: for an https URL whose certificate the system does not trust (a self-signed one:
+    `ssl.create_default_context(cafile="cert.pem")`)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 60.0, ssl_context: ssl.SSLContext | None = None):
+        self.url, self.token, self.timeout, self.ssl_context = url.rstrip("/"), token, timeout, ssl_context
 
     def health(self) -> dict:
         return self._call("GET", "/health")
@@ -127,7 +131,7 @@ class Client:
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as r:
                 raw, ctype = r.read(), r.headers.get_content_type()
         except urllib.error.HTTPError as e:
             text = e.read().decode(errors="replace")
@@ -137,6 +141,8 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 text = text.strip()
             raise ClientError(e.code, text) from None
+        except urllib.error.URLError as e:  # no connection, or a certificate this client does not trust
+            raise ClientError(0, f"cannot reach {self.url}: {e.reason}") from None
         if ctype == "application/json":
             return json.loads(raw)
         return raw.decode() if ctype.startswith("text/") else raw

@@ -37,9 +37,9 @@ A bad request is a 4xx that says what is wrong; an actor that does not answer in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
-import json
 import logging
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -55,14 +55,14 @@ from actors.metrics import Metrics
 from actors.registry import Registry
 from actors.runtime import RemoteEncoder, RequestError
 from actors.search import SearchError, SearchQuery
+from actors.validation import MSGPACK, BadRequest, BodyError, Guard, authorization, decode, read_object, url_scheme
 from actors.watches import Firing, Watch, Watcher, WatchError
 from configs import Config
-from stream.codec import CodecError, packb, unpackb
+from stream.codec import packb
 from stream.sources import WhipServer, open_source
 
 log = logging.getLogger(__name__)
 
-MSGPACK = "application/msgpack"
 VIEWER_POSTS = ("/ask", "/v1/chat/completions")  # the POSTs a viewer may make (path endings)
 
 
@@ -88,9 +88,12 @@ class Gateway:
                                  a.webhook_queue, on_result=lambda url, outcome: self.metrics_.webhooks.labels(url, outcome).inc())
         self.watcher = Watcher(self.registry.watches, self._timeline, self._watch_ask, self._publish,
                                on_change=self.registry.save, poll=a.watch_poll)
+        # POST and DELETE of one stream id run one at a time, so neither sees the other's half-made stream
+        self._id_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # id -> (its lock, holders and waiters)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.server.max_body_bytes, middlewares=[self._errors, self._auth])
+        app = web.Application(client_max_size=self.cfg.server.max_body_bytes,
+                              middlewares=[self._errors, Guard(self.cfg.server).middleware, self._auth])
         app.add_subapp("/whip", self.whip.app())
         app.on_startup.append(lambda _: self.start())
         app.on_shutdown.append(self._end_event_streams)  # before the server waits for open connections to end
@@ -135,13 +138,29 @@ class Gateway:
         return _reply(request, [self._local(s) for s in await self._call(self.controller.list_streams.remote())])
 
     async def add_stream(self, request):
-        body = await _body(request, {"id": str, "source": str})
-        result = await self._add(body["id"], body["source"])
-        self.registry.add_stream(body["id"], body["source"])
+        body = await read_object(request, {"id": str, "source": str})
+        async with self._id_lock(body["id"]):
+            result = await self._add(body["id"], body["source"])
+            self.registry.add_stream(body["id"], body["source"])
         return _reply(request, self._local(result), status=201)
 
+    @contextlib.asynccontextmanager
+    async def _id_lock(self, stream_id: str):
+        """Hold the stream id's lock; a lock lives while someone holds or awaits it."""
+        lock, users = self._id_locks.get(stream_id, (asyncio.Lock(), 0))
+        self._id_locks[stream_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._id_locks[stream_id][1] - 1
+            if users:
+                self._id_locks[stream_id] = (lock, users)
+            else:
+                del self._id_locks[stream_id]
+
     async def _add(self, stream_id: str, spec: str) -> dict:
-        if urlsplit(spec).scheme == "whip":
+        if url_scheme(spec) == "whip":
             return await self._add_whip(stream_id, spec)
         return await self._call(self.controller.add_stream.remote(stream_id, spec))
 
@@ -169,9 +188,10 @@ class Gateway:
 
     async def remove_stream(self, request):
         stream_id = request.match_info["id"]
-        await self._call(self.controller.remove_stream.remote(stream_id))
-        await self._close_whip(stream_id)
-        self.registry.remove_stream(stream_id)
+        async with self._id_lock(stream_id):
+            await self._call(self.controller.remove_stream.remote(stream_id))
+            await self._close_whip(stream_id)
+            self.registry.remove_stream(stream_id)
         return _reply(request, {"removed": stream_id})
 
     async def _close_whip(self, stream_id: str) -> None:
@@ -203,9 +223,9 @@ class Gateway:
         return web.Response(body=jpeg, content_type="image/jpeg")
 
     async def ask(self, request):
-        body = await _body(request, {"question": str}, {"start": (int, float), "end": (int, float), "options": list})
+        body = await read_object(request, {"question": str}, {"start": float, "end": float, "options": list})
         if len(body["question"]) > self.cfg.server.max_question_chars:
-            raise web.HTTPBadRequest(text=f"the question is longer than {self.cfg.server.max_question_chars} characters\n")
+            raise BadRequest(f"the question is longer than {self.cfg.server.max_question_chars} characters")
         with self.metrics_.ask_seconds.time():
             result = await self._call(self.controller.ask.remote(request.match_info["id"], body["question"],
                                                                   body.get("start"), body.get("end"), body.get("options")))
@@ -222,7 +242,7 @@ class Gateway:
 
     async def add_watch(self, request):
         stream_id = request.match_info["id"]
-        body = await _body(request, {"question": str}, {k: object for k in Watch.FIELDS if k != "question"})
+        body = await read_object(request, {"question": str}, {k: object for k in Watch.FIELDS if k != "question"})
         watch = Watch.from_request(stream_id, body, self.cfg.server.max_question_chars)
         await self._call(self.controller.stream.remote(stream_id))  # 404 for an unknown stream
         if watch.id in self.registry.watches:
@@ -302,9 +322,10 @@ class Gateway:
     async def chat(self, request):
         raw = await request.read()
         try:
-            req = openai_api.parse_chat(json.loads(raw))
+            req = openai_api.parse_chat(decode(raw))
         except ValueError as e:
-            return (e if isinstance(e, openai_api.ChatError) else openai_api.ChatError("the body is not valid JSON")).response()
+            return (e if isinstance(e, openai_api.ChatError) else openai_api.ChatError(
+                str(e) if isinstance(e, BodyError) else "the body is not valid JSON")).response()
         try:
             with self.metrics_.ask_seconds.time():
                 answer = await self._call(self.controller.ask.remote(req.stream_id, req.question, req.start, req.end,
@@ -333,7 +354,7 @@ class Gateway:
     async def _auth(self, request, handler):
         if request.path != "/health" and request.path not in page.PUBLIC_PATHS \
                 and not request.path.startswith("/whip/"):  # WhipServer checks its publishers
-            given = request.headers.get("Authorization", "").encode()
+            given = authorization(request)
             admin = any(hmac.compare_digest(given, f"Bearer {t}".encode()) for t in self.admin_tokens)
             viewer = any(hmac.compare_digest(given, f"Bearer {t}".encode()) for t in self.viewer_tokens)
             if not (admin or viewer):
@@ -354,6 +375,8 @@ class Gateway:
         except Exception as e:
             status, message = _error(e)
             self.metrics_.requests.labels(route, status).inc()
+            if status == 500:  # a bug of ours, not the client's doing: worth its traceback
+                log.exception("%s %s", request.method, route)
             return _reply(request, {"error": message}, status=status)
         self.metrics_.requests.labels(route, response.status).inc()
         return response
@@ -371,27 +394,6 @@ def _error(e: Exception) -> tuple[int, str]:
     if isinstance(e, RayActorError):
         return 503, "an actor is unavailable; retry"
     return 500, f"internal error: {type(cause).__name__}"
-
-
-async def _body(request: web.Request, required: dict, optional: dict | None = None) -> dict:
-    """The request's JSON or msgpack object, with the required keys and every key of the expected type."""
-    raw = await request.read()  # over client_max_size: aiohttp answers 413
-    try:
-        body = unpackb(raw, max_bytes=len(raw) + 1) if request.content_type == MSGPACK else json.loads(raw)
-    except (CodecError, ValueError):
-        raise web.HTTPBadRequest(text=f"the body is not valid {'msgpack' if request.content_type == MSGPACK else 'JSON'}\n") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="the body must be an object\n")
-    types = {**required, **(optional or {})}
-    for key, value in body.items():
-        if key not in types:
-            raise web.HTTPBadRequest(text=f"unknown field {key!r}; expected {', '.join(types)}\n")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, types[key])):
-            raise web.HTTPBadRequest(text=f"field {key!r} has the wrong type\n")
-    missing = [k for k in required if body.get(k) is None]
-    if missing:
-        raise web.HTTPBadRequest(text=f"missing field(s): {', '.join(missing)}\n")
-    return body
 
 
 def _reply(request: web.Request, data, status: int = 200) -> web.Response:

@@ -38,7 +38,7 @@ class Ingest:
                  retry_delay: float = 0.5):
         self.stream_id, self.spec, self.cfg, self.retry_delay = stream_id, spec, cfg, retry_delay
         self.source = source or open_source(spec, cfg.source)
-        self.source.size = cfg.vision.frame_size()  # frames leave this process at the encoder's input size
+        self.source.resize = cfg.frame_size  # frames leave this process at the encoder's input size
         self.sampler = Sampler(self.source, cfg.sampler)
         self.target: EncoderTarget | None = None
         self.frames_sent = 0
@@ -92,7 +92,8 @@ class Ingest:
                     task = asyncio.create_task(self._send(frame.image, frame.pts, arrival))
                     sends.add(task)
                     task.add_done_callback(done)
-        finally:
+            await asyncio.gather(*sends, return_exceptions=True)  # the source ended: its last frames still go
+        finally:  # closed: frames on their way are dropped
             for task in list(sends):
                 task.cancel()
 

@@ -315,6 +315,16 @@ class Controller:
                 await self._assign(s.encoder, s.ingest)
         await self._bounded(self.encoders[s.encoder].remove_stream.remote(stream_id, True))
 
+    async def save_all(self) -> None:
+        """Before the service stops: stop the health checks and every ingest worker's streams, then have each
+        stream's encoder save its state and close its store (its files stay), so that a restart resumes each
+        stream where it stopped."""
+        if self._monitor is not None:
+            self._monitor.cancel()  # it would start the ingests again
+        await asyncio.gather(*(self._bounded(w.close.remote()) for ws in self.ingests for w in ws), return_exceptions=True)
+        await asyncio.gather(*(self._bounded(self.encoders[s.encoder].remove_stream.remote(sid, False))
+                               for sid, s in self.streams.items()), return_exceptions=True)
+
     async def list_streams(self) -> list[dict]:
         return await asyncio.gather(*(self.stream(sid) for sid in list(self.streams)))
 

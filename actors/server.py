@@ -2,12 +2,18 @@
 
     with Service(cfg) as svc:                 # embedded local Ray (or address="auto" to join a cluster)
         client = Client(svc.url, svc.token)
+
+With `server.tls_cert` and `server.tls_key` the gateway speaks HTTPS only (API and WHIP); without them,
+listening on anything but loopback logs a warning: the bearer token would cross the network in clear.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import os
 import secrets
+import ssl
 import threading
 
 import ray
@@ -15,7 +21,10 @@ from aiohttp import web
 
 from actors.gateway import Gateway
 from actors.runtime import start_controller
-from configs import Config
+from actors.validation import CLIENT_ERROR_LOGGER
+from configs import Config, ServerConfig
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -39,6 +48,10 @@ class Service:
             from models.vlm import family_of
 
             family_of(self.cfg.model.vlm)
+        tls = tls_context(self.cfg.server)  # a bad certificate fails here, before anything is started
+        if tls is None and not is_loopback(self.cfg.server.host):
+            log.warning("the gateway listens on %s without TLS: the bearer token and every answer cross the network "
+                        "in clear; set server.tls_cert and server.tls_key", self.cfg.server.host)
         if not ray.is_initialized():
             ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
                      include_dashboard=False, log_to_driver=False)
@@ -50,9 +63,9 @@ class Service:
 
         def run():
             asyncio.set_event_loop(self._loop)
-            self._runner = web.AppRunner(gateway.app(), access_log=None)
+            self._runner = web.AppRunner(gateway.app(), access_log=None, logger=CLIENT_ERROR_LOGGER)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.cfg.server.host, self.port)
+            site = web.TCPSite(self._runner, self.cfg.server.host, self.port, ssl_context=tls)
             self._loop.run_until_complete(site.start())
             self.port = self._runner.addresses[0][1]
             started.set()
@@ -61,15 +74,21 @@ class Service:
         self._thread = threading.Thread(target=run, name="gateway", daemon=True)
         self._thread.start()
         started.wait()
-        self.url = f"http://{self.cfg.server.host}:{self.port}"
+        host = self.cfg.server.host
+        self.url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{self.port}"
         return self
 
     def close(self) -> None:
+        """Stop the gateway (and the ingests it runs), have every stream's state saved, then stop the rest."""
         if self._loop is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         if self.controller is not None:
+            try:
+                ray.get(self.controller.save_all.remote(), timeout=self.cfg.runtime.request_timeout + 5)
+            except Exception as e:  # a stream not saved now resumes from its last saved cube
+                log.warning("saving the streams' states at shutdown failed: %s", e)
             ray.kill(self.controller)  # its actors are owned by it and go with it
         if self._owns_ray:
             ray.shutdown()
@@ -79,3 +98,22 @@ class Service:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    """The server's TLS context from server.tls_cert / server.tls_key (PEM files), or None without them."""
+    if cfg.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(os.path.expanduser(cfg.tls_cert), os.path.expanduser(cfg.tls_key))
+    return ctx
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or "" (every interface)
+        return False

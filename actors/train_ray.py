@@ -72,21 +72,21 @@ def base_model(cfg: Config, checkpoint: str | None):
 
 
 def build_stage1(cfg: Config, s: Stage1Settings):
-    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder under both frozen
-    halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower and LLM."""
+    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder and cubing head under
+    both frozen halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower
+    and LLM."""
     if cfg.model.vlm:
         from models.vlm import load_vlm
-        from models.vlm.profile import temporal_encoder
+        from models.vlm.profile import cubing_head, temporal_encoder
         from models.vlm.stage1 import VLMStage1Model
 
         m = cfg.model
         device = ("cuda" if torch.cuda.is_available() else "cpu") if m.device == "auto" else m.device
         vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
         language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
-        temporal = temporal_encoder(cfg, vision.width)
-        if temporal is None:
-            raise ValueError("stage 1 for a VLM trains its temporal encoder: set model.temporal_layers (e.g. 2)")
-        return VLMStage1Model(vision, language, temporal, tuple(m.cube_grid), m.min_frames, m.max_frames)
+        return VLMStage1Model(vision, language, temporal_encoder(cfg, vision.width),
+                              cubing_head(cfg, vision.width, trained=False), tuple(m.cube_grid), m.min_frames,
+                              m.max_frames, rate_weight=s.rate_weight)
     encoder, llm = base_model(cfg, s.checkpoint)
     return Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
 
@@ -178,6 +178,9 @@ def _loop(config: dict) -> None:
         done = step + 1
         metrics = {k: float(v.detach()) for k, v in parts.items()} | {
             "step": done, "samples_per_s": s.batch_size * world / (time.perf_counter() - began)}
+        if rank == 0:  # progress on the driver's console (Ray forwards the workers' output)
+            print(f"step {done}/{s.steps}: " + " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step"),
+                  flush=True)
         if done % s.save_every and done != s.steps:
             ray.train.report(metrics)
             continue

@@ -43,19 +43,6 @@ class VisionConfig:
             if (self.image_size // self.patch_size) % self.pool:
                 raise ConfigError(f"vision.pool ({self.pool}) must divide the patch grid ({self.image_size // self.patch_size})")
 
-    def frame_size(self) -> tuple[int, int]:
-        """(width, height) the encoder reads frames at: sources reduce every frame to it before it leaves the
-        ingest process (a 720p frame is 2.7 MB, a 64x64 one 12 kB). A pretrained tower's own `image_size`
-        (its config.json, or its vision_config's) wins over this section's, as the encoder uses the tower's."""
-        size = self.image_size
-        if self.pretrained:
-            try:
-                tower = json.loads((Path(self.pretrained).expanduser() / "config.json").read_text())
-                size = int(tower.get("vision_config", tower).get("image_size", size))
-            except (OSError, ValueError, AttributeError, TypeError):
-                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
-        return size, size
-
 
 @dataclass
 class TemporalConfig:
@@ -145,6 +132,8 @@ class ModelConfig:
     min_frames: int = 2  # a cube holds at least this many frames ...
     max_frames: int = 16  # ... and at most this many (8 s at 2 fps)
     temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
+    boundaries: str = "change"  # where cubes end: "change" (the training-free rule) or "head" (the Gumbel head of
+    #   `cubing:`, trained by stage 1: the profile's `stage1:` checkpoint must hold it)
 
     def __post_init__(self):
         if self.vlm is not None and not self.vlm.strip():
@@ -162,6 +151,8 @@ class ModelConfig:
             raise ConfigError(f"model.min_frames ({self.min_frames}) must not exceed model.max_frames ({self.max_frames})")
         if self.temporal_layers < 0:
             raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
+        if self.boundaries not in ("change", "head"):
+            raise ConfigError(f"model.boundaries must be 'change' or 'head', got {self.boundaries!r}")
 
 
 @dataclass
@@ -262,9 +253,13 @@ class SourceConfig:
     # A camera whose frames fall this many seconds behind real time (the decoder cannot keep up) is decoded at
     # its keyframes only until it has caught up; the frames skipped are counted (status.frames_skipped).
     max_lag: float = 1.0
+    # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
+    # ends with an error that says so and it reconnects, even while the connection itself stays alive
+    # (an RTSP camera whose media stops while its RTCP reports go on).
+    frame_timeout: float = 3.0
 
     def __post_init__(self):
-        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag")
+        _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
@@ -341,11 +336,21 @@ class ServerConfig:
     token: str | None = None
     max_body_bytes: int = 65536
     max_question_chars: int = 1000
+    body_timeout: float = 10.0  # seconds a request body may take to arrive in full (else 408)
+    tls_cert: str | None = None  # PEM certificate (chain) and its key: HTTPS for the API and WHIP
+    tls_key: str | None = None
+    # Browser origins (scheme://host[:port]) that may call the API and publish over WHIP; none by default
+    cors_origins: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        _positive(self, "max_body_bytes", "max_question_chars")
+        _positive(self, "max_body_bytes", "max_question_chars", "body_timeout")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"server.port must lie in [0, 65535], got {self.port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("server.tls_cert and server.tls_key go together: set both or neither")
+        bad = [o for o in self.cors_origins if o == "*" or o.rstrip("/") != o or "://" not in o]
+        if bad:
+            raise ConfigError(f"server.cors_origins are origins such as https://app.example:8443 (no '*', no path), got {bad!r}")
 
 
 @dataclass
@@ -373,7 +378,7 @@ class ApiConfig:
     webhook_backoff: float = 1.0  # the first retry's delay (s)
     webhook_backoff_max: float = 60.0
     webhook_queue: int = 1000  # events waiting per URL; beyond it the oldest is dropped (and counted)
-    watch_poll: float = 0.25  # seconds between looks for newly closed cubes
+    watch_poll: float = 1.0  # seconds between looks for newly closed cubes (each look reads the timeline of each watched stream)
     max_watches: int = 32  # per stream
     events_kept: int = 10000  # the newest events served by GET /events and SSE replay (all stay in the log file)
     search_limit: int = 100  # the most results GET /search returns
@@ -412,6 +417,24 @@ class Config:
         if self.model.vlm is not None and self.answer.selection == "pointer":
             raise ConfigError("answer.selection 'pointer' is the trained model's; with model.vlm use "
                               "'attention', 'key' or 'recent'")
+
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a camera's width x height frames are reduced to before they leave the ingest
+        process: what the encoder reads, no more (a 720p frame is 2.7 MB as RGB, a 64x64 one 12 kB). The
+        trained model: its tower's square input (vision.image_size; a pretrained tower's own from its
+        config.json). A VLM (model.vlm): the frame's own aspect within model.max_pixels, where its processor
+        takes over; never enlarged."""
+        if self.model.vlm:
+            scale = min(1.0, math.sqrt(self.model.max_pixels / (width * height))) if self.model.max_pixels else 1.0
+            return max(1, round(width * scale)), max(1, round(height * scale))
+        size = self.vision.image_size
+        if self.vision.pretrained:
+            try:
+                tower = json.loads((Path(self.vision.pretrained).expanduser() / "config.json").read_text())
+                size = int(tower.get("vision_config", tower).get("image_size", size))
+            except (OSError, ValueError, AttributeError, TypeError):
+                pass  # unreadable here (another node's path): the encoder resizes whatever it gets
+        return size, size
 
 
 PROFILES = resources.files(__name__)

@@ -121,27 +121,35 @@ def test_lag_skips_to_keyframes_while_behind_and_resumes_once_caught_up():
     # the reader falls behind: the camera's clock advances 10 frames per 15 of wall time
     decisions = [lag.skip(2 + k / 15, 102 + 1.5 * k / 15, k % 15 == 0) for k in range(60)]
     first = decisions.index(True)
-    assert 0 < first < 60
+    assert 0 < first < 60 and lag.lag > 1.0
     assert all(d == (k % 15 != 0) for k, d in enumerate(decisions) if k >= first)  # keyframes only
     # catching up: packets come faster than real time (the backlog read without decoding)
     t, now = 2 + 60 / 15, 102 + 1.5 * 60 / 15
-    for k in range(1, 60):
-        keyframe = k % 15 == 0
-        skipped = lag.skip(t + k / 15, now + k / 60, keyframe)
-        if keyframe and not lag.skipping:
+    for k in range(1, 90):
+        lag.skip(t + k / 15, now + k / 60, k % 15 == 0)
+        if not lag.skipping:
             break
-    assert not lag.skipping, "decodes every frame again once caught up"
+    assert not lag.skipping and k % 15 == 0, "decodes every frame again from a keyframe once caught up"
+    assert lag.lag < 0.25
     assert not lag.skip(t + (k + 1) / 15, now + k / 60 + 1 / 15, False)
+
+
+def test_lag_thins_a_stream_of_keyframes_only():
+    lag = Lag(limit=1.0)
+    lag.skip(0.0, 0.0, True)
+    decisions = [lag.skip(k / 15, 1.5 * k / 15, True) for k in range(1, 90)]  # all-intra, read too slowly
+    decoded = [k for k, d in zip(range(1, 90), decisions) if not d]
+    assert lag.skipping and len(decoded) < 40
+    assert all(b - a >= 15 for a, b in zip(decoded, decoded[1:]) if a > 45)  # one a second while behind
 
 
 def test_lag_takes_a_step_in_the_camera_clock_as_its_new_baseline():
     lag = Lag(limit=1.0)
     for k in range(15):
         lag.skip(k / 15, k / 15, k % 15 == 0)
-    # the camera's clock steps back 5 s; frames then come in real time: a constant lag, no backlog
-    for k in range(15, 75):
-        lag.skip(k / 15 - 5, k / 15, k % 15 == 0)
-    assert not lag.skipping and not lag.skip(75 / 15 - 5, 75 / 15, False)
+    # the camera's clock steps back 5 s; frames then come in real time: no backlog, nothing to skip
+    assert not any(lag.skip(k / 15 - 5, k / 15, k % 15 == 0) for k in range(15, 75))
+    assert lag.lag < 0.01
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +161,9 @@ def server():
 
 
 async def test_rtsp_frames_are_reduced_at_the_source_to_the_size_asked(server):
+    """The camera's own size goes to `resize` (Config.frame_size), and the frame comes out at its answer."""
     source = open_source(server.url("h264"), FAST)  # 320x240 on the wire
-    source.size = (64, 48)
+    source.resize = lambda width, height: (width // 5, height // 5)
     async with Sampler(source, SamplerConfig(fps=5)) as sampler:
         frame = await sampler.get()
     assert frame.image.shape == (48, 64, 3) and frame.image.dtype.name == "uint8"
@@ -183,3 +192,22 @@ async def test_rtsp_camera_read_behind_real_time_catches_up_on_keyframes(server)
     (w0, p0), (w1, p1) = seen[0], seen[-1]
     # without skipping, 60 frames at 0.15 s would be 9 s of wall time for 4 s of stream time
     assert (w1 - w0) - (p1 - p0) < 3.0, (w1 - w0, p1 - p0)
+
+
+def test_frame_size_is_the_profiles():
+    assert load_config().frame_size(1280, 720) == (64, 64)  # the trained tower's square input
+    vlm = load_config("vlm", {"model": {"vlm": "some/vlm", "max_pixels": 448 * 448}})
+    w, h = vlm.frame_size(1280, 720)
+    assert w * h <= 448 * 448 and abs(w / h - 16 / 9) < 0.01  # the VLM's processor keeps the aspect
+    assert vlm.frame_size(320, 240) == (320, 240)  # never enlarged
+
+
+async def test_a_source_that_ends_delivers_its_last_frames():
+    cfg = load_config()
+    encoder = Encoder(seconds_per_pass=0.05)
+    ingest = Ingest("end", "synth://?fps=4&speed=0&duration=10", cfg)  # not live: nothing may be dropped
+    ingest.retarget(encoder)
+    ingest.start()
+    await asyncio.wait_for(ingest._task, 60)
+    assert ingest.frames_sent == ingest.source.status.frames_sampled == 21
+    await ingest.close()

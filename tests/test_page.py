@@ -111,7 +111,8 @@ def sign_in(page, url: str, token: str) -> None:
 
 
 def test_a_wrong_token_gets_a_clear_message(page, server):
-    page.goto(server.url + "/")
+    served = page.goto(server.url + "/")
+    assert "default-src 'self'" in served.headers["content-security-policy"]  # nothing from any other origin
     page.keyboard.type("not-the-token")  # the token field has the focus: keyboard only
     page.keyboard.press("Enter")
     message = page.locator("#signin-msg")

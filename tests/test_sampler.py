@@ -147,6 +147,36 @@ def test_timeline_is_monotonic_across_sessions():
     assert tl.stamp(0.0, 102.4) == pytest.approx(tl.last) and tl.last > 2.3
 
 
+def test_timeline_counts_a_reconnect_gap_once():
+    """A camera gone for 30 s: the first frames of its next session carry no timestamp, then FFmpeg's
+    first RTCP report re-bases them on the camera's clock, which ran on meanwhile (+30 s)."""
+    for follow in (False, True):
+        tl = Timeline(follow_arrival=follow)
+        stamps = [tl.stamp(i / 10, 100 + i / 10) for i in range(10)]
+        tl.new_session()
+        stamps += [tl.stamp(None, 130.9), tl.stamp(None, 131.0)]
+        assert stamps[-2] == pytest.approx(30.9) and stamps[-1] < 31.2
+    # the live one's next session: RTP times from 0, then re-based 30 s ahead at the first RTCP report
+    tl.new_session()
+    arrivals = [131.1 + i / 10 for i in range(10)]
+    t = [tl.stamp(i / 10 + (30 if i >= 2 else 0), a) for i, a in enumerate(arrivals)]
+    assert max(abs(x - (a - 100)) for x, a in zip(t, arrivals)) < 0.5 and tl.reanchors == 1
+
+
+def test_live_timeline_follows_arrival_through_jumps_both_ways():
+    tl = Timeline(follow_arrival=True)
+    arrivals = [100 + i / 10 for i in range(60)]
+    raws = [i / 10 for i in range(20)] + [i / 10 - 5 for i in range(20, 40)] + [i / 10 + 50 for i in range(40, 60)]
+    t = [tl.stamp(r, a) for r, a in zip(raws, arrivals)]
+    assert t == sorted(t) and len(set(t)) == len(t)
+    assert max(abs(x - (a - 100)) for x, a in zip(t, arrivals)) < 0.5
+    assert np.diff(t)[25:35] == pytest.approx(0.1)  # after the jump back it moves on at the frame rate
+    assert tl.reanchors == 2
+    # a source whose clock is the truth (a file decoded faster than real time) keeps it
+    tl = Timeline()
+    assert [tl.stamp(i / 10, 100.0) for i in range(5)] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+
+
 def test_backoff():
     b = Backoff(0.5, 3.0, 0.0)
     assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]

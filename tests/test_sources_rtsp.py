@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,7 @@ async def test_stalled_server_times_out_then_reconnects(own_server):
         await take(sampler, 2)
         os.kill(own_server.proc.pid, signal.SIGSTOP)
         await wait_until(lambda: source.status.state == "reconnecting")
-        assert "read timeout" in source.status.last_error
+        assert "frame watchdog" in source.status.last_error
         await wait_until(lambda: "open timeout" in (source.status.last_error or ""))  # reconnecting into the stall
         os.kill(own_server.proc.pid, signal.SIGCONT)
         await wait_until(lambda: source.status.state == "connected")
@@ -158,6 +159,94 @@ async def test_stalled_server_times_out_then_reconnects(own_server):
             await sampler.get()
         await take(sampler, 2)
     assert source.status.reconnects >= 2
+
+
+class Collector:
+    """Takes every frame the sampler gives (so that none is dropped for a slow consumer) on a task."""
+
+    def __init__(self, sampler: Sampler):
+        self.frames = []
+        self.task = asyncio.create_task(self._run(sampler))
+
+    async def _run(self, sampler):
+        async for frame in sampler:
+            self.frames.append(frame)
+
+    async def more(self, n: int) -> None:
+        want = len(self.frames) + n
+        await asyncio.wait_for(wait_until(lambda: len(self.frames) >= want), 60)
+
+    def off_arrival(self) -> float:
+        """The largest gap between stream time and arrival time, both from the first frame."""
+        t0, a0 = self.frames[0].pts, self.frames[0].arrival
+        return max(abs((f.pts - t0) - (f.arrival - a0)) for f in self.frames)
+
+
+async def test_stream_time_follows_arrival_across_kill_restart_and_stalls(own_server):
+    """A camera lost, back, frozen (everything stops) and stalled (media stops, RTCP goes on): stream
+    time stays monotonic and within 1 s of arrival time, each gap counted once."""
+    source = open_source(own_server.url("h264"), FAST, frame_timeout=1.0)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        got = Collector(sampler)
+        await got.more(5)
+        own_server.kill()
+        await asyncio.sleep(2.0)
+        own_server.start()
+        await got.more(5)
+        os.kill(own_server.proc.pid, signal.SIGSTOP)  # frozen: no media, no RTCP
+        await wait_until(lambda: "frame watchdog" in (source.status.last_error or ""))
+        await asyncio.sleep(2.0)
+        os.kill(own_server.proc.pid, signal.SIGCONT)
+        await wait_until(lambda: source.status.state == "connected")
+        await got.more(5)
+        source.status.last_error = None
+        os.kill(own_server.proc.pid, signal.SIGUSR1)  # media off, the session and its RTCP go on
+        await wait_until(lambda: "frame watchdog" in (source.status.last_error or ""))
+        await asyncio.sleep(2.0)
+        os.kill(own_server.proc.pid, signal.SIGUSR1)
+        await wait_until(lambda: source.status.state == "connected")
+        await got.more(5)
+    pts = [f.pts for f in got.frames]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+    assert source.status.reconnects >= 3
+    assert got.off_arrival() < 1.0, [(round(f.pts, 2), round(f.arrival - got.frames[0].arrival, 2)) for f in got.frames]
+
+
+async def test_timestamps_jumping_back_keep_sampling(own_server):
+    """The camera's clock steps 3 s back mid-session: frames go on being sampled at the sampler's rate
+    (not held back until stream time catches up), stream time stays monotonic and near arrival time."""
+    source = open_source(own_server.url("h264"), FAST)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        got = Collector(sampler)
+        await got.more(25)  # > 3 s of stream: its timestamps can go 3 s back
+        os.kill(own_server.proc.pid, signal.SIGUSR2)
+        jumped = time.monotonic()
+        await asyncio.sleep(3.0)
+        after = [f for f in got.frames if f.arrival > jumped + 0.5]
+    assert len(after) >= 8, f"{len(after)} frames sampled in the 2.5 s after the jump (5 fps wanted)"
+    assert source.timeline.reanchors >= 1 and source.status.reconnects == 0
+    pts = [f.pts for f in got.frames]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+    assert got.off_arrival() < 1.0
+
+
+async def test_frame_watchdog_fires_within_its_limit(own_server):
+    """Media stops while the session and its RTCP reports go on (FFmpeg's socket timeout never fires):
+    the watchdog ends the session within source.frame_timeout, says so, and the source recovers."""
+    source = open_source(own_server.url("h264"), FAST, frame_timeout=1.5, read_timeout=10.0)
+    async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+        got = Collector(sampler)
+        await got.more(3)
+        os.kill(own_server.proc.pid, signal.SIGUSR1)
+        stopped = time.monotonic()
+        await asyncio.wait_for(wait_until(lambda: source.status.state == "reconnecting"), 30)
+        noticed = time.monotonic() - stopped
+        assert "stalled: no video frame for 1.5 s" in source.status.last_error
+        assert "frame watchdog" in source.status.last_error
+        assert noticed < 1.5 + 1.0, f"noticed after {noticed:.1f} s"
+        os.kill(own_server.proc.pid, signal.SIGUSR1)
+        await asyncio.wait_for(wait_until(lambda: source.status.state == "connected"), 30)
+        await got.more(3)
 
 
 @contextlib.asynccontextmanager

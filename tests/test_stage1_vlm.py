@@ -30,25 +30,30 @@ def llava(tmp_path_factory):
     return root
 
 
-def vlm_cfg(path, **top):
+def vlm_cfg(path, boundaries="change", **top):
     return load_config("vlm", overrides={"model": {
         "vlm": str(path), "dtype": "float32", "device": "cpu", "max_pixels": 112 * 112, "cube_grid": [1, 2, 2],
-        "min_frames": 2, "max_frames": 4, "temporal_layers": 1}} | top)
+        "min_frames": 2, "max_frames": 4, "temporal_layers": 1, "boundaries": boundaries},
+        "cubing": {"target_len": 2.5, "trained_target_len": 2.5}} | top)
 
 
-def test_the_temporal_encoder_learns_and_runs_as_trained_in_the_live_encoder(qwen, llava, tmp_path):
+@pytest.mark.parametrize("boundaries", ["change", "head"])
+def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen, llava, tmp_path, boundaries):
     torch.manual_seed(0)
-    cfg = vlm_cfg(qwen)
+    cfg = vlm_cfg(qwen, boundaries)
     settings = Stage1Settings(dataset=str(llava), format="llava")
     model = build_stage1(cfg, settings)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, _ in model.named_parameters()]
-    assert all(n.startswith("temporal.") for n, _ in model.named_parameters())  # the VLM is not trained
+    trained = {n.split(".")[0] for n, _ in model.named_parameters()}  # the VLM is not trained
+    assert trained == ({"temporal", "head"} if boundaries == "head" else {"temporal"})
     frozen = {k: v.clone() for k, v in model.language.model.state_dict().items()}
     batch = [clip_sample(q, 2.0, 8.0) for q in load_dataset(llava, "llava").items[:2]]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(5):
-        loss = model(batch)["total"]
+    for step in range(5):
+        parts = model(batch, 1.0 - step / 5)
+        assert ("rate" in parts) == (boundaries == "head")
+        loss = parts["total"]
         losses.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
@@ -59,30 +64,42 @@ def test_the_temporal_encoder_learns_and_runs_as_trained_in_the_live_encoder(qwe
     # the trained encoder in the profile's live stream encoder cuts and pools the clip as training did
     (tmp_path / "ckpt").mkdir()
     save_file(model.trained_state(), str(tmp_path / "ckpt" / STAGE1_WEIGHTS))
-    live = build_stream_encoder(vlm_cfg(qwen, stage1=str(tmp_path / "ckpt")), "cpu")
+    live = build_stream_encoder(vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt")), "cpu")
     assert all(torch.equal(v, live.temporal.state_dict()[k]) for k, v in model.temporal.state_dict().items())
+    if boundaries == "head":
+        assert all(torch.equal(v, live.head.state_dict()[k]) for k, v in model.head.state_dict().items())
     sample = batch[0]
     with torch.no_grad():
-        trained = model.cubes(sample)
+        trained, _ = model.cubes(sample)
     live.add_stream("s")
     cubes = []
     for frame, t in zip(sample.frames, sample.times):
         cubes += live.push(["s"], [frame.numpy()], [t])
+    state = live.get_state("s")
+    assert ("cubing" in state) == (boundaries == "head")
+    restored = build_stream_encoder(vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt")), "cpu")
+    restored.set_state("s", state)  # a worker's saved state (the head's with it) resumes the stream as it was
     cubes.append(live.flush("s"))
+    assert torch.equal(restored.flush("s").tokens, cubes[-1].tokens)
     assert [(c.start, c.end) for c in cubes] == [(c.start, c.end) for c in trained]
     for c, v in zip(cubes, trained):
         torch.testing.assert_close(c.tokens, v.tokens.reshape(-1, v.tokens.shape[-1]), rtol=1e-4, atol=1e-5)
 
-    no_temporal = vlm_cfg(qwen, stage1=str(tmp_path / "ckpt"))
+    no_temporal = vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt"))
     no_temporal.model.temporal_layers = 0
     with pytest.raises(VLMError, match="temporal_layers"):  # a checkpoint for an encoder the profile does not run
         build_stream_encoder(no_temporal, "cpu")
+    if boundaries == "head":
+        with pytest.raises(VLMError, match="stage-1 checkpoint"):  # an untrained head would cut at random
+            build_stream_encoder(vlm_cfg(qwen, "head"), "cpu")
+        with pytest.raises(VLMError, match="boundaries"):  # a trained head the profile would not run
+            build_stream_encoder(vlm_cfg(qwen, "change", stage1=str(tmp_path / "ckpt")), "cpu")
 
 
 def test_ray_train_the_vlm_profile_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
     import ray
 
-    cfg = vlm_cfg(qwen)
+    cfg = vlm_cfg(qwen, "head")
     settings = Stage1Settings(dataset=str(llava), format="llava", steps=2, batch_size=1, lr=3e-3, save_every=2,
                               clip_seconds=8.0)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -92,15 +109,15 @@ def test_ray_train_the_vlm_profile_and_replay_with_its_checkpoint(qwen, llava, t
         ray.shutdown()
     assert result.metrics["step"] == 2 and result.metrics["lm"] > 0
     state = read_stage1(result.checkpoint.path)
-    assert state and all(k.startswith("encoder.temporal.") for k in state)
+    assert {k.split(".")[1] for k in state} == {"temporal", "cubing"}
     # the out projections start at zero (the identity): trained, they moved
     assert any(k.endswith("out_proj.weight") and v.abs().sum() > 0 for k, v in state.items())
 
     ovo = tmp_path / "ovo"
     export_synth(ovo, "ovo", videos=1, seconds=12.0, questions=2, first_seed=9)
-    methods = profile_methods(vlm_cfg(qwen, stage1=str(Path(result.checkpoint.path))))
-    assert all(torch.equal(v, methods[0].encoder.temporal.state_dict()[k.removeprefix("encoder.temporal.")])
-               for k, v in state.items())
+    methods = profile_methods(vlm_cfg(qwen, "head", stage1=str(Path(result.checkpoint.path))))
+    live = methods[0].encoder.temporal.state_dict() | {f"cubing.{k}": v for k, v in methods[0].encoder.head.state_dict().items()}
+    assert all(torch.equal(v, live[k.removeprefix("encoder.").removeprefix("temporal.")]) for k, v in state.items())
     res = replay(load_dataset(ovo, "ovo"), methods, cfg, log=lambda *_: None)
     assert set(res["methods"]) == {"adaptive", "recent-frames"} and not res["problems"]
     assert res["methods"]["adaptive"]["questions"] >= 1 and res["methods"]["adaptive"]["refused"] == 0

@@ -35,8 +35,8 @@ class SynthTrack(VideoStreamTrack):
 class Publisher:
     """Publishes one track to a WHIP URL; `location` is the session to DELETE."""
 
-    def __init__(self, url: str, codec: str = "VP8", seed: int = 0, token: str | None = None):
-        self.url, self.codec, self.seed, self.token = url, codec, seed, token
+    def __init__(self, url: str, codec: str = "VP8", seed: int = 0, token: str | None = None, ssl=None):
+        self.url, self.codec, self.seed, self.token, self.ssl = url, codec, seed, token, ssl  # ssl: an SSLContext for https
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.location: str | None = None
         self.answer: str | None = None
@@ -50,7 +50,7 @@ class Publisher:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         async with aiohttp.ClientSession() as http:
-            async with http.post(self.url, data=self.pc.localDescription.sdp, headers=headers) as r:
+            async with http.post(self.url, data=self.pc.localDescription.sdp, headers=headers, ssl=self.ssl) as r:
                 assert r.status == 201, await r.text()
                 assert r.content_type == "application/sdp"
                 self.location, self.answer = str(r.url.join(URL(r.headers["Location"]))), await r.text()
@@ -61,7 +61,7 @@ class Publisher:
         """DELETE the session (the WHIP way to end it), then close; returns the DELETE's status."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with aiohttp.ClientSession() as http:
-            async with http.delete(self.location, headers=headers) as r:
+            async with http.delete(self.location, headers=headers, ssl=self.ssl) as r:
                 status = r.status
         await self.pc.close()
         return status

@@ -2,7 +2,10 @@
 language side's answerer for the LLM actors, each loading only its half of the VLM."""
 from __future__ import annotations
 
-from configs import Config
+from dataclasses import replace
+
+from configs import Config, ConfigError
+from models.cubing import GumbelCubing
 from models.temporal import MambaTemporalEncoder
 from models.vlm import VLMError, load_vlm
 from models.vlm.answerer import VLMAnswerer
@@ -15,7 +18,13 @@ def build_stream_encoder(cfg: Config, device: str) -> VLMStreamEncoder:
     device = device if m.device == "auto" else m.device
     vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
     return VLMStreamEncoder(vision, tuple(m.cube_grid), m.min_frames, m.max_frames, temporal_encoder(cfg, vision.width),
-                            device)
+                            device, cubing_head(cfg, vision.width))
+
+
+def build_answerer(cfg: Config, device: str) -> VLMAnswerer:
+    m = cfg.model
+    language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device if m.device == "auto" else m.device)
+    return VLMAnswerer(language, cfg.answer, m.cube_grid)
 
 
 def temporal_encoder(cfg: Config, width: int) -> MambaTemporalEncoder | None:
@@ -23,21 +32,47 @@ def temporal_encoder(cfg: Config, width: int) -> MambaTemporalEncoder | None:
     profile names a checkpoint (`stage1:`, models/vlm/stage1.py)."""
     m = cfg.model
     if not m.temporal_layers:
-        if cfg.stage1:
-            raise VLMError("stage1: a VLM's stage-1 checkpoint trains the temporal encoder: set model.temporal_layers "
-                           "as it was trained")
+        _unused(cfg, "encoder.temporal.", "model.temporal_layers as it was trained")
         return None
     temporal = MambaTemporalEncoder(width, type(cfg.temporal)(**vars(cfg.temporal) | {"n_layers": m.temporal_layers}),
                                     identity=True)
     if cfg.stage1:
-        from models.checkpoint import read_stage1, under_configs
-        from models.vlm.stage1 import load_temporal
-
-        load_temporal(temporal, read_stage1(under_configs(cfg.stage1)))
+        temporal.load_state_dict(_stage1_part(cfg, "encoder.temporal.", "model.temporal_layers"))
     return temporal
 
 
-def build_answerer(cfg: Config, device: str) -> VLMAnswerer:
+def cubing_head(cfg: Config, width: int, trained: bool = True) -> GumbelCubing | None:
+    """The Gumbel cubing head where `model.boundaries` is "head", with the cube lengths of `model.min_frames` /
+    `max_frames` and the rest of `cubing:`; its weights from the `stage1:` checkpoint (`trained`: required there,
+    as an untrained head cuts at random; stage 1 itself starts from a fresh one)."""
     m = cfg.model
-    language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device if m.device == "auto" else m.device)
-    return VLMAnswerer(language, cfg.answer, m.cube_grid)
+    if m.boundaries != "head":
+        _unused(cfg, "encoder.cubing.", "model.boundaries: head")
+        return None
+    try:
+        rule = replace(cfg.cubing, min_len=m.min_frames, max_len=m.max_frames, event_max_len=None)
+    except ConfigError as e:
+        raise VLMError(f"model.boundaries head: {e}") from e
+    head = GumbelCubing(width, rule)
+    if cfg.stage1:
+        head.load_state_dict(_stage1_part(cfg, "encoder.cubing.", "model.boundaries: head"))
+    elif trained:
+        raise VLMError("model.boundaries head needs a stage-1 checkpoint that trained it (stage1:)")
+    return head
+
+
+def _unused(cfg: Config, prefix: str, setting: str) -> None:
+    """A stage-1 checkpoint whose trained module this profile would not run is refused (set `setting`)."""
+    from models.checkpoint import read_stage1, under_configs
+
+    if cfg.stage1 and any(k.startswith(prefix) for k in read_stage1(under_configs(cfg.stage1))):
+        raise VLMError(f"stage1: {cfg.stage1} trained {prefix}* weights this profile would not run: set {setting}")
+
+
+def _stage1_part(cfg: Config, prefix: str, setting: str) -> dict:
+    from models.checkpoint import read_stage1, under_configs
+
+    part = {k.removeprefix(prefix): v for k, v in read_stage1(under_configs(cfg.stage1)).items() if k.startswith(prefix)}
+    if not part:
+        raise VLMError(f"stage1: {cfg.stage1} holds no {prefix}* weights: it was not trained with {setting} as set here")
+    return part

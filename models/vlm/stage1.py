@@ -1,14 +1,17 @@
-"""Stage 1 for a pretrained VLM (the `vlm` profile): the Mamba temporal encoder its stream encoder runs between
-the vision side and the cube rule, trained on the VLM's own language-model loss, both halves of the VLM frozen.
+"""Stage 1 for a pretrained VLM (the `vlm` profile): the streaming modules its stream encoder runs between the
+vision side and the prompt, trained on the VLM's own language-model loss, both halves of the VLM frozen: the
+Mamba temporal encoder (`model.temporal_layers`) and, with `model.boundaries: head`, the Gumbel cubing head
+(Quicksviewer's, with its causal online rule, Gumbel noise, straight-through hard decisions, the rate term and
+0.001 mean |z|) in place of the training-free change rule.
 
 The clip form is the stream form's (`VLMStreamEncoder.push`) over a whole clip: each frame's tokens pooled in
 space to the cube grid, the Mamba scan along time (parallel here, recurrent there: the same numbers), the
-parameter-free change rule's cuts (`ChangeCubing.clip_cubes`), pooling in time; the cubes enter the prompt as at
-run time (the model's chat template, placeholders and positions), and the loss is the cross-entropy of the
-answer's tokens and the end of the turn. What a checkpoint keeps is the temporal encoder alone, keyed
-`encoder.temporal.*` as every stage-1 checkpoint (`models.checkpoint.STAGE1_PARTS`).
-
-This profile has no cubing head or resampler to train: its cuts and pooling have no parameters.
+cuts (the head's `forward` here, its `update` there; or the change rule's `clip_cubes`), pooling in time; the
+cubes enter the prompt as at run time (the model's chat template, placeholders and positions), and the loss is
+the cross-entropy of the answer's tokens and the end of the turn. A checkpoint keeps those modules, keyed
+`encoder.temporal.*` and `encoder.cubing.*` as every stage-1 checkpoint (`models.checkpoint.STAGE1_PARTS`).
+A cube's tokens are pooled (LLaVA-Video's pooling, no parameters): this profile has no resampler to train, and
+the projector is the VLM's own merger, kept frozen.
 """
 from __future__ import annotations
 
@@ -16,56 +19,68 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.stage1 import ClipSample
+from models.cubing import GumbelCubing
+from models.stage1 import Z_WEIGHT, ClipSample
 from models.temporal import MambaTemporalEncoder
 from models.vlm.base import LanguageSide, VisionSide, VisualCube
-from models.vlm.cubes import ChangeCubing, pool_frame
-
-PREFIX = "encoder.temporal."
+from models.vlm.cubes import ChangeCubing, pool_cube, pool_frame
 
 
 class VLMStage1Model(nn.Module):
-    def __init__(self, vision: VisionSide, language: LanguageSide, temporal: MambaTemporalEncoder,
-                 grid: tuple[int, int, int], min_len: int, max_len: int):
+    def __init__(self, vision: VisionSide, language: LanguageSide, temporal: MambaTemporalEncoder | None,
+                 head: GumbelCubing | None, grid: tuple[int, int, int], min_len: int, max_len: int,
+                 rate_weight: float = 0.1):
         super().__init__()
-        self.vision, self.language, self.grid = vision, language, tuple(grid)
-        self.temporal = temporal  # the only module registered here: what DDP syncs and the optimizer moves
-        self.cubing = ChangeCubing(min_len, max_len)
+        if temporal is None and head is None:
+            raise ValueError("nothing to train: set model.temporal_layers and/or model.boundaries: head")
+        self.vision, self.language, self.grid, self.rate_weight = vision, language, tuple(grid), rate_weight
+        # the modules registered here are the trained ones: what DDP syncs and the optimizer moves
+        self.temporal, self.head = temporal, head
+        self.change = ChangeCubing(min_len, max_len)
         language.model.requires_grad_(False)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        return {PREFIX + k: v.detach().clone().contiguous() for k, v in self.temporal.state_dict().items()}
+        return {f"encoder.{'cubing' if k.startswith('head.') else 'temporal'}.{k.split('.', 1)[1]}":
+                v.detach().clone().contiguous() for k, v in self.state_dict().items()}
 
     def load_trained(self, state: dict[str, torch.Tensor]) -> None:
-        load_temporal(self.temporal, state)
+        own = {k.replace("encoder.cubing.", "head.", 1).replace("encoder.temporal.", "temporal.", 1): v
+               for k, v in state.items()}
+        self.load_state_dict(own)  # strict: a checkpoint of other modules or shapes is an error
 
-    def cubes(self, sample: ClipSample) -> list[VisualCube]:
-        """The clip's cubes as the live stream encoder would cut and pool them."""
+    def cubes(self, sample: ClipSample, noise: float = 0.0) -> tuple[list[VisualCube], dict[str, torch.Tensor]]:
+        """The clip's cubes as the live stream encoder would cut and pool them, and the head's loss terms."""
         with torch.no_grad():  # the vision side is frozen
             tokens = self.vision.encode([f.numpy() for f in sample.frames.cpu()])
-        pooled = torch.stack([pool_frame(t, self.grid[1:]) for t in tokens])  # [T, kh, kw, D]
-        T, h, w, D = pooled.shape
-        y, _ = self.temporal(pooled.reshape(1, T, h * w, D))
-        y = y[0].reshape(T, h, w, D)
-        return [VisualCube(sample.times[a], sample.times[b - 1], tok) for a, b, tok in self.cubing.clip_cubes(y, self.grid)]
+        y = torch.stack([pool_frame(t, self.grid[1:]) for t in tokens])  # [T, kh, kw, D]
+        T, h, w, D = y.shape
+        if self.temporal is not None:
+            y = self.temporal(y.reshape(1, T, h * w, D))[0][0].reshape(T, h, w, D)
+        if self.head is None:
+            cuts = self.change.clip_cubes(y, self.grid)
+            return [VisualCube(sample.times[a], sample.times[b - 1], tok) for a, b, tok in cuts], {}
+        out = self.head(y.reshape(1, T, h * w, D), noise=noise)
+        gated = y * out.gate[0][:, None, None, None]  # value unchanged; the answer's loss reaches the head
+        starts = out.starts[0].nonzero().flatten().tolist()
+        bounds = list(zip(starts, starts[1:] + [T]))
+        terms = {}
+        if T > 1:
+            terms = {"rate": (out.p[0, 1:].mean() - 1.0 / self.head.cfg.trained_target_len) ** 2,
+                     "z": out.logits[0, 1:].abs().mean()}
+        return [VisualCube(sample.times[a], sample.times[b - 1], pool_cube(gated[a:b], self.grid)) for a, b in bounds], terms
 
     def forward(self, batch: list[ClipSample], noise: float = 0.0) -> dict[str, torch.Tensor]:
-        """`noise` is the loop's Gumbel weight, unused here: this profile's cuts have no head."""
-        lang, losses = self.language, []
+        lang, losses, terms = self.language, [], {}
         for s in batch:
-            prompt = lang.prompt(self.cubes(s), s.question)
+            cubes, extra = self.cubes(s, noise)
+            for k, v in extra.items():
+                terms.setdefault(k, []).append(v)
+            prompt = lang.prompt(cubes, s.question)
             answer = lang.ids(s.answer) + lang.eos_ids[:1]
             embeds, positions = lang._extend(prompt, answer)
             hidden = lang._run(embeds, positions, use_cache=False).last_hidden_state[0]
             logits = lang.lm_head(hidden[len(prompt.embeds) - 1:-1]).float()  # each answer token, predicted
             losses.append(F.cross_entropy(logits, torch.tensor(answer, device=logits.device)))
-        lm = torch.stack(losses).mean()
-        return {"lm": lm, "total": lm}
-
-
-def load_temporal(temporal: MambaTemporalEncoder, state: dict[str, torch.Tensor]) -> None:
-    """A VLM stage-1 checkpoint's temporal encoder (strict: other keys or shapes are an error)."""
-    if stray := sorted(k for k in state if not k.startswith(PREFIX)):
-        raise ValueError(f"not a VLM stage-1 checkpoint (the vlm profile trains only the temporal encoder): "
-                         f"{', '.join(stray[:5])}")
-    temporal.load_state_dict({k.removeprefix(PREFIX): v for k, v in state.items()})
+        parts = {"lm": torch.stack(losses).mean()} | {k: torch.stack(v).mean() for k, v in terms.items()}
+        parts["total"] = parts["lm"] + self.rate_weight * parts.get("rate", 0.0) + Z_WEIGHT * parts.get("z", 0.0)
+        return parts

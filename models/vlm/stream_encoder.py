@@ -2,8 +2,9 @@
 
 `push` advances any number of streams by one frame each: their frames go through the VLM's image processor
 and vision tower as one batch, each frame's tokens are pooled in space to the cube grid, an optional Mamba
-temporal encoder steps over them (identity until trained), and the training-free change rule decides
-whether the frame opens a new cube; a closed cube's frames are pooled in time to its K tokens.
+temporal encoder steps over them (identity until trained), and the training-free change rule (or, trained by
+stage 1, a Gumbel cubing head: models/vlm/stage1.py) decides whether the frame opens a new cube; a closed
+cube's frames are pooled in time to its K tokens.
 The same interface as `models.StreamEncoder` (streams, push, flush, get_state / set_state, resume_after),
 so the encoder worker holds either.
 """
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from models.cubing import CubingState, GumbelCubing
 from models.mamba import MambaState
 from models.stream_encoder import StreamInputError, check_push
 from models.temporal import MambaTemporalEncoder
@@ -34,18 +36,24 @@ class _Stream:
     open_start: float
     last_pts: float  # -inf before the first frame
     next_index: int
+    cubing: CubingState | None = None  # the Gumbel head's state (batch of 1), where it decides the boundaries
 
 
 class VLMStreamEncoder:
     def __init__(self, vision: VisionSide, grid: tuple[int, int, int] | None, min_len: int, max_len: int,
-                 temporal: MambaTemporalEncoder | None = None, device: str | torch.device = "cpu"):
+                 temporal: MambaTemporalEncoder | None = None, device: str | torch.device = "cpu",
+                 head: GumbelCubing | None = None):
         """grid: the cube's (t, kh, kw) token grid, K = t*kh*kw; None keeps each frame's tokens as they are
-        (then min_len = max_len = 1: one frame a cube)."""
+        (then min_len = max_len = 1: one frame a cube). head: a trained Gumbel cubing head (stage 1) that
+        decides the boundaries instead of the change rule, by its own online rule and lengths."""
         if grid is None and max_len != 1:
             raise ValueError("without a cube grid (no pooling) a cube is one frame: max_len must be 1")
         self.vision, self.grid = vision, grid
         self.cubing = ChangeCubing(min_len, max_len)
         self.temporal = temporal.to(device).eval() if temporal is not None else None
+        self.head = head.to(device).eval() if head is not None else None
+        if self.head is not None and grid is None:
+            raise ValueError("the cubing head reads pooled frames: give a cube grid")
         if self.temporal is not None and grid is None:
             raise ValueError("the temporal encoder runs on pooled frames: give a cube grid")
         self.device = torch.device(device)
@@ -61,7 +69,7 @@ class VLMStreamEncoder:
         stream state resumes only under the same."""
         h = hashlib.sha256(repr((self.grid, self.cubing.min_len, self.cubing.max_len)).encode())
         modules = [m for m in vars(self.vision).values() if isinstance(m, torch.nn.Module)]
-        modules += [self.temporal] if self.temporal is not None else []
+        modules += [m for m in (self.temporal, self.head) if m is not None]
         for m in modules:
             for name, t in sorted(m.state_dict().items()):
                 h.update(name.encode())
@@ -81,8 +89,9 @@ class VLMStreamEncoder:
         width = self.vision.width
         temporal = [] if self.temporal is None else \
             self.temporal.init_state(1, self.grid[1] * self.grid[2], self.device)
+        cubing = None if self.head is None else self.head.init_state(1, self.grid[1] * self.grid[2], width, self.device)
         return _Stream(change=ChangeCubing.init_state(1, width, self.device), temporal=temporal, open_frames=[],
-                       open_start=0.0, last_pts=-math.inf, next_index=0)
+                       open_start=0.0, last_pts=-math.inf, next_index=0, cubing=cubing)
 
     def remove_stream(self, stream_id: str) -> Cube | None:
         cube = self.flush(stream_id)
@@ -95,7 +104,7 @@ class VLMStreamEncoder:
         if not s.open_frames:
             return None
         cube = self._close(stream_id, s, 1.0, True)
-        s.change = _cut(s.change, self.vision.width, self.device)
+        self._cut(s)
         return cube
 
     def resume_after(self, stream_id: str, next_index: int, newest_time: float) -> None:
@@ -104,7 +113,14 @@ class VLMStreamEncoder:
         s = self._get(stream_id)
         s.open_frames, s.next_index = [], next_index
         s.last_pts = max(s.last_pts, newest_time)
+        self._cut(s)
+
+    def _cut(self, s: _Stream) -> None:
+        """No open cube: the change statistics kept; the head's next cube opens at no event."""
         s.change = _cut(s.change, self.vision.width, self.device)
+        if s.cubing is not None:
+            s.cubing = replace(s.cubing, length=torch.zeros_like(s.cubing.length),
+                               by_head=torch.zeros_like(s.cubing.by_head))
 
     # -- frames -------------------------------------------------------------------------------------
 
@@ -127,14 +143,24 @@ class VLMStreamEncoder:
             pooled = list(y.reshape(B, h, w, D))
             for b, s in enumerate(states):
                 s.temporal = [st[b * h * w:(b + 1) * h * w] for st in state]
-        features = torch.stack([frame_feature(p) for p in pooled])
-        closed, amount, change = self.cubing.step(features, ChangeState.cat([s.change for s in states]))
+        if self.head is not None:  # the trained head: its online rule, as stage 1 trained it
+            x = torch.stack(pooled).flatten(1, 2)  # [B, P, D]
+            cat = CubingState(*(torch.cat([getattr(s.cubing, f) for s in states]) for f in _CUBING_FIELDS))
+            closed, amount, cub = self.head.update(x, cat)
+            by_cap = closed & ~cub.by_head
+        else:
+            features = torch.stack([frame_feature(p) for p in pooled])
+            closed, amount, change = self.cubing.step(features, ChangeState.cat([s.change for s in states]))
         cubes = []
         for b, (sid, s, pts) in enumerate(zip(stream_ids, states, timestamps)):
-            if bool(closed[b]) and s.open_frames:
+            if self.head is not None:
+                forced = bool(by_cap[b])
+                s.cubing = CubingState(*(getattr(cub, f)[b:b + 1] for f in _CUBING_FIELDS))
+            else:
                 forced = len(s.open_frames) >= self.cubing.max_len
+                s.change = change[b]
+            if bool(closed[b]) and s.open_frames:
                 cubes.append(self._close(sid, s, 1.0 if forced else min(1.0, float(amount[b])), forced))
-            s.change = change[b]
             if not s.open_frames:
                 s.open_start = float(pts)
             s.open_frames.append(pooled[b])
@@ -164,7 +190,8 @@ class VLMStreamEncoder:
                 "change": {f: cpu(getattr(s.change, f)) for f in ChangeState.FIELDS},
                 "temporal": [{"conv": cpu(st.conv), "ssm": cpu(st.ssm)} for st in s.temporal],
                 "open_frames": cpu(torch.stack(s.open_frames)) if s.open_frames else None,
-                "open_start": s.open_start, "last_pts": s.last_pts, "next_index": s.next_index}
+                "open_start": s.open_start, "last_pts": s.last_pts, "next_index": s.next_index} | (
+                    {} if s.cubing is None else {"cubing": {f: cpu(getattr(s.cubing, f)) for f in _CUBING_FIELDS}})
 
     def set_state(self, stream_id: str, state: dict) -> None:
         ref = self._fresh()
@@ -181,13 +208,18 @@ class VLMStreamEncoder:
                 if frames.dtype != torch.float32 or frames.ndim != 4 or frames.shape[-1] != self.vision.width or \
                         (self.grid is not None and tuple(frames.shape[1:3]) != tuple(self.grid[1:])):
                     raise ValueError(f"open frames of shape {tuple(frames.shape)} do not fit this model")
+            cubing = None if ref.cubing is None else CubingState(
+                *(_like(state["cubing"][f], getattr(ref.cubing, f), self.device) for f in _CUBING_FIELDS))
             s = _Stream(change=change, temporal=temporal,
                         open_frames=[] if frames is None else list(frames.to(self.device)),
                         open_start=float(state["open_start"]), last_pts=float(state["last_pts"]),
-                        next_index=int(state["next_index"]))
+                        next_index=int(state["next_index"]), cubing=cubing)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"cannot restore stream {stream_id!r}: {e}") from e
         self.streams[stream_id] = s
+
+
+_CUBING_FIELDS = ("prev", "momentum", "seen", "length", "by_head")
 
 
 def _cut(change: ChangeState, width: int, device) -> ChangeState:

@@ -24,7 +24,10 @@ def masked(url: str) -> str:
 class RtspSource(Source):
     """An RTSP(S) camera. TCP by default (interleaved RTP passes firewalls and loses nothing), UDP on request.
     FFmpeg's socket timeout and PyAV's open/read timeouts turn a silent camera into an error, and a camera
-    that hangs up ends decode() without one; both lead to a reconnect."""
+    that hangs up ends decode() without one; both lead to a reconnect. PyAV's read timeout is at most the
+    frame watchdog's, so a read blocked on a camera that sends RTCP but no media ends with the watchdog."""
+
+    camera = True
 
     def __init__(self, url: str, cfg: SourceConfig):
         super().__init__(masked(url), cfg)
@@ -34,7 +37,8 @@ class RtspSource(Source):
     def _read(self, keep: Keep) -> Iterator[Frame]:
         cfg, t0 = self.cfg, time.monotonic()
         try:
-            container = av.open(self.url, options=self.options, timeout=(cfg.open_timeout, cfg.read_timeout))
+            container = av.open(self.url, options=self.options,
+                                timeout=(cfg.open_timeout, min(cfg.read_timeout, cfg.frame_timeout)))
         except (av.FFmpegError, OSError) as e:
             raise SourceError(f"{self.status.spec}: cannot open: {self._explain(e, time.monotonic() - t0)}") from e
         try:
@@ -46,10 +50,14 @@ class RtspSource(Source):
 
     def _explain(self, e: Exception, opening_took: float | None) -> str:
         if isinstance(e, av.ExitError):  # PyAV's interrupt callback: the read timeout ran out
-            return f"no data for {self.cfg.read_timeout:g} s (read timeout)"
+            if opening_took is None and not self._fresh:
+                return self.stall_message(min(self.cfg.read_timeout, self.cfg.frame_timeout))
+            return f"no data for {min(self.cfg.read_timeout, self.cfg.frame_timeout):g} s (read timeout)"
         if isinstance(e, av.InvalidDataError):
             if opening_took is not None and opening_took >= 0.9 * self.cfg.open_timeout:
                 return f"no answer within {self.cfg.open_timeout:g} s (open timeout)"
+            if opening_took is None and not self._fresh:  # it streamed, then broke off (FFmpeg's socket timeout)
+                return f"the stream broke off mid-session ({e.strerror or 'invalid data'}): stalled or cut"
             return "the server does not speak RTSP, or sent a stream FFmpeg cannot read"
         return getattr(e, "strerror", None) or str(e)
 
@@ -81,7 +89,7 @@ class FileSource(Source):
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
     """Decode the first video stream on `cfg.decode_threads` threads; convert only the frames `keep` wants,
-    reduced by libswscale to `source.size` on the way to RGB. A live camera read behind real time (the
+    reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
     cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
@@ -114,11 +122,13 @@ class Lag:
     """How far behind real time a live stream is read, and whether to skip its next packet.
 
     Lag is how much (arrival - camera time) has grown over its least value this session. Past `limit`
-    seconds the stream is read at its keyframes only, which costs a fraction of a full decode, so the
-    reading catches up: skipping stops at a keyframe once the lag is under a quarter of the limit, or once
-    it stopped shrinking from one keyframe to the next (the backlog is read; what is left is a step in the
-    camera's clock, which becomes the new baseline). Each stream decides alone, so streams that share
-    overloaded cores all lose frames alike, and every one stays within about `limit` of real time.
+    seconds the stream is read at its keyframes only, at most one a second (a camera that sends only
+    keyframes is thinned too), which costs a fraction of a full decode, so the reading catches up;
+    skipping stops at a keyframe once the lag is under a quarter of the limit. A sudden step of more
+    than `limit` between two packets is a step in the camera's clock (or a stall the packets after it
+    make up at once), not a decoder falling behind: it becomes the new baseline. Each stream decides
+    alone, so streams that share overloaded cores all lose frames alike, and every one stays within
+    about `limit` of real time.
     """
 
     def __init__(self, limit: float):
@@ -126,22 +136,23 @@ class Lag:
         self.base = math.inf
         self.lag = 0.0  # at the last packet
         self.skipping = False
-        self._at_last_key = math.inf
+        self._last_offset: float | None = None
+        self._last_key = -math.inf  # camera time of the last keyframe decoded while skipping
 
     def skip(self, camera_time: float, now: float, keyframe: bool) -> bool:
         offset = now - camera_time
+        if self._last_offset is not None and offset - self._last_offset > self.limit:
+            self.base = offset  # a step, not a drift
+        self._last_offset = offset
         self.base = min(self.base, offset)
         lag = self.lag = offset - self.base
         if not self.skipping:
-            if lag > self.limit and not keyframe:
-                self.skipping, self._at_last_key = True, math.inf
-                return True
-            return False
-        if not keyframe:
+            if lag <= self.limit:
+                return False
+            self.skipping, self._last_key = True, -math.inf
+        if not keyframe or camera_time - self._last_key < 1.0:
             return True
-        if lag < self.limit / 4 or lag >= self._at_last_key - 1e-3:
+        self._last_key = camera_time
+        if lag < self.limit / 4:
             self.skipping = False
-            if lag >= self.limit / 4:
-                self.base, self.lag = offset, 0.0
-        self._at_last_key = lag
-        return False  # a keyframe is always decoded: later frames need it
+        return False  # the keyframe is decoded: the frames after it need it, and it is a frame to sample

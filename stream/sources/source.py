@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,17 +36,25 @@ class Source:
     `_session`. This class strings sessions together: a clean end counts as a disconnect (a camera that
     hangs up is as gone as one that errors), reconnects wait out an exponential backoff, and stream time
     stays monotonic throughout.
+
+    A camera (`camera`) also has a frame watchdog: once a session has decoded a frame (or, for a pushed
+    source, has a publisher), `cfg.frame_timeout` seconds without the next one end the session with an
+    error that says so, whatever the connection below still carries (RTCP reports, keep-alives); and its
+    stream time follows the arrival clock (see Timeline).
     """
 
     live = True  # a live source is never made to wait: a slow consumer loses frames, the camera does not
     restart_on_end = True  # False: a clean end ends the source (a file played once)
-    size: tuple[int, int] | None = None  # (width, height) decoded video is reduced to before it is delivered; None: as sent
+    camera = False  # frames come at the camera's pace: watched for stalls, stream time kept to arrival
+    # (width, height) of a decoded frame -> the size it is delivered at (Config.frame_size); None: as decoded
+    resize: Callable[[int, int], tuple[int, int]] | None = None
 
     def __init__(self, spec: str, cfg: SourceConfig):
         self.cfg = cfg
         self.max_retries = cfg.max_retries
         self.status = SourceStatus(spec)
-        self.timeline = Timeline()
+        self.timeline = Timeline(follow_arrival=self.camera)
+        self._last_frame: float | None = None  # when this session's last frame arrived (monotonic); None: not armed
         self._backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, cfg.backoff_jitter)
         self._fresh = True  # no frame decoded yet in this session
         self._closed = False
@@ -56,10 +65,10 @@ class Source:
         st = self.status
         while not self._closed:
             self.timeline.new_session()
-            self._fresh = True
+            self._fresh, self._last_frame = True, None
             try:
                 async with contextlib.aclosing(self._session(keep)) as session:  # ends it now when we are closed
-                    async for frame in session:
+                    while (frame := await self._watched(anext(session, None))) is not None:
                         yield frame
                 if self._closed or not self.restart_on_end:
                     break
@@ -85,9 +94,9 @@ class Source:
             self.status.state = "ended"
 
     def to_rgb(self, vf) -> np.ndarray:
-        """A decoded av.VideoFrame as uint8 RGB [H, W, 3], reduced to `size` by libswscale in the same pass
+        """A decoded av.VideoFrame as uint8 RGB [H, W, 3], reduced by `resize` in the same libswscale pass
         (area averaging: every source pixel counts, as in the encoder's antialiased resize)."""
-        width, height = self.size or (None, None)
+        width, height = self.resize(vf.width, vf.height) if self.resize else (None, None)
         return vf.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
 
     def _decoded(self, raw_pts: float | None, arrival: float) -> float:
@@ -98,10 +107,36 @@ class Source:
             self.status.state = "connected"
             self._backoff.reset()
         self.status.frames_decoded += 1
+        self._last_frame = arrival
         return self.timeline.stamp(raw_pts, arrival)
 
     def _retry_delay(self) -> float:
         return self._backoff.next()
+
+    async def _watched(self, step):
+        """Await the session's next frame; for a camera, under the frame watchdog."""
+        if not self.camera:
+            return await step
+        task = asyncio.ensure_future(step)
+        limit = self.cfg.frame_timeout
+        try:
+            while True:
+                armed = self._last_frame is not None
+                left = self._last_frame + limit - time.monotonic() if armed else limit
+                done, _ = await asyncio.wait({task}, timeout=max(left, 0.01))
+                if done:
+                    return task.result()
+                if armed and time.monotonic() - self._last_frame >= limit:
+                    raise SourceError(f"{self.status.spec}: {self.stall_message(limit)}")
+        finally:  # stalled, or we are cancelled: the session's step must be over before the session is closed
+            if not task.done():
+                task.cancel()  # a blocked read's thread exits at its read timeout (at most the watchdog's)
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    @staticmethod
+    def stall_message(limit: float) -> str:
+        return f"stalled: no video frame for {limit:g} s while the session stayed open (frame watchdog, source.frame_timeout)"
 
     async def _session(self, keep: Keep) -> AsyncIterator[Frame]:
         # One worker thread per session, so calls on the decoder never overlap: the generator's close

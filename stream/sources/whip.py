@@ -13,6 +13,7 @@ wait for the old session's ICE to time out.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,8 @@ class WhipSource(Source):
     """The frames of whoever publishes to one stream id. A publisher leaving is a disconnect: the source
     waits (state "reconnecting") for the next one, and stream time carries on across publishers."""
 
+    camera = True
+
     def __init__(self, stream_id: str, cfg: SourceConfig):
         super().__init__(f"whip://{stream_id}", cfg)
         self.max_retries = None  # pushed, not pulled: there is nothing to retry, only a publisher to wait for
@@ -38,15 +41,23 @@ class WhipSource(Source):
 
     async def _session(self, keep: Keep) -> AsyncIterator[Frame]:
         track = await self._tracks.get()
-        while track is not None:
-            try:
-                vf = await track.recv()
-            except MediaStreamError:  # the publisher left (DELETE, ICE failure, a newer session)
-                return
-            arrival = time.monotonic()
-            pts = self._decoded(vf.time, arrival)
-            if keep(pts):
-                yield Frame(await asyncio.to_thread(self.to_rgb, vf), pts, arrival)
+        if track is None:
+            return
+        self._last_frame = time.monotonic()  # a publisher is here: the frame watchdog is armed
+        try:
+            while True:
+                try:
+                    vf = await track.recv()
+                except MediaStreamError:  # the publisher left (DELETE, ICE failure, a newer session)
+                    return
+                arrival = time.monotonic()
+                pts = self._decoded(vf.time, arrival)
+                if keep(pts):
+                    yield Frame(await asyncio.to_thread(self.to_rgb, vf), pts, arrival)
+        except asyncio.CancelledError:  # the frame watchdog: media stopped, the publisher may still resume
+            if track.readyState == "live" and not self._closed:
+                self._tracks.put_nowait(track)
+            raise
 
     def _retry_delay(self) -> float:
         return 0.0
@@ -122,6 +133,7 @@ class WhipServer:
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="the offer must be Content-Type: application/sdp\n")
         offer = await self._read_offer(request)
+        check_offer(offer)
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[
             RTCIceServer(s.urls, s.username, s.credential) for s in self.cfg.ice_servers]))
@@ -167,15 +179,41 @@ class WhipServer:
         return web.Response(status=200)
 
     async def _read_offer(self, request: web.Request) -> str:
-        # Read at most one byte past the limit ourselves: when this app is mounted under a gateway, the
-        # gateway's client_max_size applies, not ours.
+        # The limit checked here too: when this app is mounted under a gateway, the gateway's
+        # client_max_size applies, not ours (and the gateway may have read the body already).
         limit = self.cfg.max_offer_bytes
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-        body = await request.content.read(limit + 1)
+        body = await request.read()
         if len(body) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
         try:
             return body.decode()
         except UnicodeDecodeError:
             raise web.HTTPBadRequest(text="the offer is not UTF-8 text\n") from None
+
+
+FINGERPRINT = re.compile(r"a=fingerprint:(sha-1|sha-224|sha-256|sha-384|sha-512) [0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+")
+
+
+def check_offer(sdp: str) -> None:
+    """Refuse, as 400, an offer that aiortc would take and then fail on after the 201 (in its DTLS or ICE
+    tasks, where no one can answer the publisher): control characters (NUL), a truncated offer (no final
+    line end), no DTLS fingerprint, no ICE credentials."""
+    def bad(why: str):
+        return web.HTTPBadRequest(text=f"bad SDP offer: {why}\n")
+
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", sdp):
+        raise bad("it holds control characters")
+    if not sdp.startswith("v=0\r\n") and not sdp.startswith("v=0\n"):
+        raise bad("it does not begin with v=0")
+    if not sdp.endswith("\n"):
+        raise bad("it is truncated (its last line has no line end)")
+    lines = sdp.splitlines()
+    if not any(line.startswith("m=video ") for line in lines):
+        raise bad("the offer sends no video")
+    if not any(FINGERPRINT.fullmatch(line.strip()) for line in lines):
+        raise bad("no DTLS fingerprint (a=fingerprint:sha-256 ...)")
+    for attribute in ("a=ice-ufrag:", "a=ice-pwd:"):
+        if not any(line.startswith(attribute) and len(line) > len(attribute) for line in lines):
+            raise bad(f"no ICE credentials ({attribute}...)")

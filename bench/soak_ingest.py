@@ -1,0 +1,106 @@
+"""Soak: the runtime at a steady load for a long time, every process's resident memory sampled.
+
+Local Ray, default profile, --streams cameras: synthetic ones sped up --speed times (accelerated: each
+sends --speed times its real rate of sampled frames, so a 30-minute soak makes the calls, cubes and log
+records of --speed x 30 minutes), or with --rtsp FILE real RTSP cameras streaming an H.264 file
+(bench/rtsp_file_server.py; each reconnects when the file ends). Every --interval seconds the RSS of
+every process of the runtime (Ray's GCS and raylet included) is read from /proc; at the end a table
+per kind of process: RSS after the warm-up, at the end, the most, and the growth over the second half
+of the run (MB per hour, least squares), with the frames encoded per second.
+
+Run (Linux): .venv/bin/python bench/soak_ingest.py [--minutes 30] [--streams 4] [--speed 8] [--rtsp FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.runtime import start_controller  # noqa: E402
+from bench.bench_ingest import SERVER, descendants, rss_mb  # noqa: E402
+from configs import load_config  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--speed", type=float, default=8.0, help="synthetic cameras at this many times real time")
+    ap.add_argument("--rtsp", type=Path, default=None, help="serve this H.264 MP4 over RTSP instead")
+    ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the first sample that counts")
+    ap.add_argument("--cores", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    server = None
+    if args.rtsp:
+        port = 20000 + os.getpid() % 20000
+        server = subprocess.Popen(["/usr/bin/python3", str(SERVER), str(port), str(args.rtsp)], stdout=subprocess.PIPE, text=True)
+        assert server.stdout.readline().strip() == "ready"
+        specs = [f"rtsp://127.0.0.1:{port}/cam"] * args.streams
+    else:
+        specs = [f"synth://?seed={i}&fps=4&speed={args.speed:g}" for i in range(args.streams)]
+    samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+    encoded = []
+    try:
+        with tempfile.TemporaryDirectory() as snapshots:
+            cfg = load_config(overrides={"runtime": {"snapshot_dir": snapshots}})
+            ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
+            controller = start_controller(cfg)
+            for i, spec in enumerate(specs):
+                ray.get(controller.add_stream.remote(f"soak{i}", spec), timeout=120)
+            t0 = time.monotonic()
+            end = t0 + args.warmup + 60 * args.minutes
+            while (now := time.monotonic()) < end:
+                time.sleep(args.interval)
+                procs = {p: k for p, k in descendants(os.getpid()).items() if k != "rtsp server"}
+                samples.append((time.monotonic() - t0, {p: (k, rss_mb(p)) for p, k in procs.items()}))
+                streams = ray.get(controller.list_streams.remote(), timeout=60)
+                encoded.append((time.monotonic() - t0, sum(s["encoder_counters"].get("frames", 0) for s in streams)))
+                by_kind = defaultdict(float)
+                for k, r in samples[-1][1].values():
+                    by_kind[k] += r
+                print(f"{samples[-1][0]:7.0f} s  " + "  ".join(f"{k} {r:.0f}" for k, r in sorted(by_kind.items()))
+                      + f"  encoded {encoded[-1][1]}", flush=True)
+            ray.kill(controller)
+            ray.shutdown()
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+
+    counted = [(t, s) for t, s in samples if t >= args.warmup]
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)  # kind -> (t, RSS summed over its processes)
+    for t, s in counted:
+        by_kind = defaultdict(float)
+        for k, r in s.values():
+            by_kind[k] += r
+        for k, r in by_kind.items():
+            series[k].append((t, r))
+    what = f"{args.streams} RTSP cameras ({args.rtsp.name})" if args.rtsp else \
+        f"{args.streams} synthetic cameras at {args.speed:g}x real time"
+    (ta, ea), (tb, eb) = encoded[0], encoded[-1]
+    print(f"\nsoak: {what}, {args.minutes:g} min after a {args.warmup:g} s warm-up; {(eb - ea) / (tb - ta):.1f} frames "
+          f"encoded per second; load average at the end {os.getloadavg()[0]:.1f}")
+    print("| process | count | RSS after warm-up MB | at the end MB | most MB | second half MB/h |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in sorted(series):
+        ts, rs = map(np.array, zip(*series[k]))
+        half = ts >= ts[0] + (ts[-1] - ts[0]) / 2
+        slope = np.polyfit(ts[half], rs[half], 1)[0] * 3600 if half.sum() > 2 else float("nan")
+        count = sum(1 for kk, _ in counted[-1][1].values() if kk == k)
+        print(f"| {k} | {count} | {rs[0]:.0f} | {rs[-1]:.0f} | {rs.max():.0f} | {slope:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
