@@ -92,7 +92,8 @@ class Ingest:
                     task = asyncio.create_task(self._send(frame.image, frame.pts, arrival))
                     sends.add(task)
                     task.add_done_callback(done)
-        finally:
+            await asyncio.gather(*sends, return_exceptions=True)  # the source ended: its last frames still go
+        finally:  # closed: frames on their way are dropped
             for task in list(sends):
                 task.cancel()
 

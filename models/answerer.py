@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +72,35 @@ class QuestionError(ValueError):
     """A question that cannot be asked (empty, too long, unusable options); nothing was run."""
 
 
+def question_ids(ids: Callable[[str], list[int]], question: str, cfg: AnswerConfig) -> list[int]:
+    """The question's token ids (`ids` tokenizes); refused if empty or longer than `max_question_tokens`."""
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("the question is empty")
+    out = ids(question.strip())
+    if len(out) > cfg.max_question_tokens:
+        raise QuestionError(f"the question has {len(out)} tokens, more than the limit of {cfg.max_question_tokens}")
+    return out
+
+
+def check_options(ids: Callable[[str], list[int]], options: Sequence[str], cfg: AnswerConfig,
+                  unk: int | None = None) -> list[str]:
+    """Options stripped; refused unless there are 2..max_options distinct ones the LLM can read (no `unk` id)
+    and write (at most max_answer_tokens each)."""
+    if isinstance(options, str) or not all(isinstance(o, str) and o.strip() for o in options):
+        raise QuestionError("options must be a list of non-empty strings")
+    options = [o.strip() for o in options]
+    if not 2 <= len(options) <= cfg.max_options or len(set(options)) < len(options):
+        raise QuestionError(f"give 2 to {cfg.max_options} distinct options (got {len(options)}, "
+                            f"{len(options) - len(set(options))} of them repeats)")
+    for o in options:
+        o_ids = ids(o)
+        if len(o_ids) > cfg.max_answer_tokens:
+            raise QuestionError(f"the option {o!r} has {len(o_ids)} tokens, more than the limit of {cfg.max_answer_tokens}")
+        if unk is not None and unk in o_ids:  # every such option would read as one and the same unknown word
+            raise QuestionError(f"the option {o!r} has words the model does not know")
+    return options
+
+
 class CubeLike(Protocol):
     start: float
     end: float
@@ -102,29 +131,10 @@ class Answerer:
         self.llm, self.cfg = llm.eval(), cfg
 
     def question_ids(self, question: str) -> list[int]:
-        if not isinstance(question, str) or not question.strip():
-            raise QuestionError("the question is empty")
-        ids = self.llm.ids(question.strip())
-        if len(ids) > self.cfg.max_question_tokens:
-            raise QuestionError(f"the question has {len(ids)} tokens, more than the limit of {self.cfg.max_question_tokens}")
-        return ids
+        return question_ids(self.llm.ids, question, self.cfg)
 
     def check_options(self, options: Sequence[str]) -> list[str]:
-        """Options stripped; refused unless there are 2..max_options distinct ones the LLM can read and write."""
-        if isinstance(options, str) or not all(isinstance(o, str) and o.strip() for o in options):
-            raise QuestionError("options must be a list of non-empty strings")
-        options = [o.strip() for o in options]
-        if not 2 <= len(options) <= self.cfg.max_options or len(set(options)) < len(options):
-            raise QuestionError(f"give 2 to {self.cfg.max_options} distinct options (got {len(options)}, "
-                                f"{len(options) - len(set(options))} of them repeats)")
-        unk = self.llm.tokenizer.unk_token_id
-        for o in options:
-            ids = self.llm.ids(o)
-            if len(ids) > self.cfg.max_answer_tokens:
-                raise QuestionError(f"the option {o!r} has {len(ids)} tokens, more than the limit of {self.cfg.max_answer_tokens}")
-            if unk is not None and unk in ids:  # every such option would read as one and the same unknown word
-                raise QuestionError(f"the option {o!r} has words the model does not know")
-        return options
+        return check_options(self.llm.ids, options, self.cfg, self.llm.tokenizer.unk_token_id)
 
     @torch.no_grad()
     def scores(self, cubes: Sequence[CubeLike], question: str) -> torch.Tensor:

@@ -200,3 +200,14 @@ def test_frame_size_is_the_profiles():
     w, h = vlm.frame_size(1280, 720)
     assert w * h <= 448 * 448 and abs(w / h - 16 / 9) < 0.01  # the VLM's processor keeps the aspect
     assert vlm.frame_size(320, 240) == (320, 240)  # never enlarged
+
+
+async def test_a_source_that_ends_delivers_its_last_frames():
+    cfg = load_config()
+    encoder = Encoder(seconds_per_pass=0.05)
+    ingest = Ingest("end", "synth://?fps=4&speed=0&duration=10", cfg)  # not live: nothing may be dropped
+    ingest.retarget(encoder)
+    ingest.start()
+    await asyncio.wait_for(ingest._task, 60)
+    assert ingest.frames_sent == ingest.source.status.frames_sampled == 21
+    await ingest.close()

@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 
 from configs import AnswerConfig
-from models.answerer import Answer, Citation, CubeLike, QuestionError, named_span, priority, select_cubes
+from models.answerer import (Answer, Citation, CubeLike, check_options, named_span, priority, question_ids,
+                             select_cubes)
 from models.vlm.base import LanguageSide, VisualCube, span_text
 
 
@@ -26,24 +27,10 @@ class VLMAnswerer:
         self.language, self.cfg, self.grid = language, cfg, tuple(grid)
 
     def question_ids(self, question: str) -> list[int]:
-        if not isinstance(question, str) or not question.strip():
-            raise QuestionError("the question is empty")
-        ids = self.language.ids(question.strip())
-        if len(ids) > self.cfg.max_question_tokens:
-            raise QuestionError(f"the question has {len(ids)} tokens, more than the limit of {self.cfg.max_question_tokens}")
-        return ids
+        return question_ids(self.language.ids, question, self.cfg)
 
     def check_options(self, options: Sequence[str]) -> list[str]:
-        if isinstance(options, str) or not all(isinstance(o, str) and o.strip() for o in options):
-            raise QuestionError("options must be a list of non-empty strings")
-        options = [o.strip() for o in options]
-        if not 2 <= len(options) <= self.cfg.max_options or len(set(options)) < len(options):
-            raise QuestionError(f"give 2 to {self.cfg.max_options} distinct options (got {len(options)}, "
-                                f"{len(options) - len(set(options))} of them repeats)")
-        for o in options:
-            if len(self.language.ids(o)) > self.cfg.max_answer_tokens:
-                raise QuestionError(f"the option {o!r} has more tokens than the limit of {self.cfg.max_answer_tokens}")
-        return options
+        return check_options(self.language.ids, options, self.cfg)  # byte-level tokenizers: no unknown words
 
     def visual(self, cube: CubeLike) -> VisualCube:
         tokens = cube.tokens

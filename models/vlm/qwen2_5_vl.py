@@ -26,13 +26,20 @@ class Qwen2_5_VLVision(VisionSide):
 
     @torch.no_grad()
     def encode(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        inp = self.processor(images=list(frames), size=self.size, return_tensors="pt")
         p = next(self.visual.parameters())
+        # device: a torchvision-backed processor resizes and normalizes there (the PIL one on the CPU)
+        inp = self.processor(images=list(frames), size=self.size, device=p.device, return_tensors="pt")
         grid = inp["image_grid_thw"].to(p.device)
-        out = self.visual(inp["pixel_values"].to(p.device, p.dtype), grid_thw=grid).pooler_output
+        out = self.tokens(self.visual(inp["pixel_values"].to(p.device, p.dtype), grid_thw=grid))
         m = self.merge
         sizes = (grid.prod(-1) // m**2).tolist()
         return [t.reshape(g[1] // m, g[2] // m, -1).float() for t, g in zip(out.split(sizes), grid.tolist())]
+
+
+    @staticmethod
+    def tokens(out) -> torch.Tensor:
+        """The tower's output -> every frame's tokens, concatenated: the merger's."""
+        return out.pooler_output
 
 
 class Qwen2_5_VLLanguage(LanguageSide):

@@ -9,9 +9,6 @@ the prompt's embeddings, the rest to the decoder as `deepstack_visual_embeds` at
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
 import torch
 
 from models.vlm.base import Prompt
@@ -23,16 +20,10 @@ class Qwen3VLVision(Qwen2_5_VLVision):
         super().__init__(model, image_processor, max_pixels)
         self.width = model.config.vision_config.out_hidden_size * (1 + len(model.config.vision_config.deepstack_visual_indexes))
 
-    @torch.no_grad()
-    def encode(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        inp = self.processor(images=list(frames), size=self.size, return_tensors="pt")
-        p = next(self.visual.parameters())
-        grid = inp["image_grid_thw"].to(p.device)
-        out = self.visual(inp["pixel_values"].to(p.device, p.dtype), grid_thw=grid)
-        tokens = torch.cat([out.pooler_output, *out.deepstack_features], dim=-1)
-        m = self.merge
-        sizes = (grid.prod(-1) // m**2).tolist()
-        return [t.reshape(g[1] // m, g[2] // m, -1).float() for t, g in zip(tokens.split(sizes), grid.tolist())]
+    @staticmethod
+    def tokens(out) -> torch.Tensor:
+        """The merger's tokens with every deepstack feature beside them."""
+        return torch.cat([out.pooler_output, *out.deepstack_features], dim=-1)
 
 
 class Qwen3VLLanguage(Qwen2_5_VLLanguage):

@@ -26,8 +26,10 @@ class SmolVLMVision(VisionSide):
 
     @torch.no_grad()
     def encode(self, frames: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        inp = self.processor(images=[[f] for f in frames], do_image_splitting=False, return_tensors="pt")
         p = next(self.model.vision_model.parameters())
+        # device: a torchvision-backed processor resizes and normalizes there (the PIL one on the CPU)
+        inp = self.processor(images=[[f] for f in frames], do_image_splitting=False, device=p.device,
+                             return_tensors="pt")
         feats = self.model.get_image_features(inp["pixel_values"].to(p.device, p.dtype),
                                               inp["pixel_attention_mask"].to(p.device)).pooler_output
         out = []
