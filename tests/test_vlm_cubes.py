@@ -147,3 +147,30 @@ def test_state_round_trip_resumes_exactly(vision):
     assert [(c.index, c.start, c.end) for c in got] == [(c.index, c.start, c.end) for c in whole]
     with pytest.raises(ValueError, match="cannot restore"):
         VLMStreamEncoder(vision, (1, 3, 3), 2, 6).set_state("a", first.get_state("a"))
+
+
+def test_worker_restores_a_vlm_stream_from_its_store(vision, tmp_path):
+    """The encoder worker over a VLM's stream encoder: a crashed worker's successor reads the stream's memory
+    back, resumes its encoder state and goes on; a state written under another grid starts afresh."""
+    from actors.worker import EncoderWorker
+    from configs import load_config
+
+    cfg = load_config("vlm", {"model": {"vlm": "x"}, "runtime": {"snapshot_dir": str(tmp_path)}})
+    frames = camera(16, 6)
+    w = EncoderWorker(VLMStreamEncoder(vision, (1, 2, 2), 2, 6), cfg)
+    w.add_stream("a")
+    for i, f in enumerate(frames[:10]):
+        assert w.push([("a", f, 0.5 * i + 1, 0.0)]) == {"a": None}
+    before = w.timeline("a")
+    assert len(before) >= 2
+    w2 = EncoderWorker(VLMStreamEncoder(vision, (1, 2, 2), 2, 6), cfg)
+    last = w2.add_stream("a")  # the state saved as the last cube closed: the frames after it are lost
+    assert w2.timeline("a") == before and before[-1]["end"] < last <= 0.5 * 9 + 1
+    frames = frames[:10] + camera(6, 7)  # the camera goes on: later frames than any saved
+    for i, f in enumerate(frames[10:], start=10):
+        assert w2.push([("a", f, 0.5 * i + 1, 0.0)]) == {"a": None}
+    assert w2.push([("a", frames[0], last, 0.0)])["a"].startswith("stream 'a': timestamp")  # not after the last
+    assert w2.timeline("a")[:len(before)] == before and len(w2.timeline("a")) > len(before)
+    other = EncoderWorker(VLMStreamEncoder(vision, (1, 2, 2), 2, 8), cfg)  # another cube length: another fingerprint
+    other.add_stream("a")
+    assert other.timeline("a") == w2.timeline("a")  # the memory is read back whatever the encoder
