@@ -331,7 +331,8 @@ def cmd_demo(args) -> int:
     print(f"starting the runtime on local Ray (profile {args.config!r}) ...", flush=True)
     with Service(cfg) as svc:
         client = Client(svc.url, svc.token)
-        client.add("camera", spec)
+        if "camera" not in {s["id"] for s in client.streams()}:  # else restored from --snapshots' registry
+            client.add("camera", spec)
         print(f"gateway {svc.url}; live camera {spec}, {args.seconds:g} s of stream at {args.speed:g}x real time\n")
         print(f"{'entry':>5} {'start s':>8} {'end s':>8} {'frames':>6} {'level':>5}   true events in the span")
         shown, t_now = -1, 0.0  # the newest entry id printed: a merge of old entries prints as a new row

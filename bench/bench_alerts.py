@@ -5,9 +5,9 @@ through the real service: local Ray, the gateway over HTTP, live synthetic camer
    cubes of 600 s of a synthetic world through the shipped encoder, repeated with shifted times up to 24 h,
    into the profile's RollingMemory (merging as a live one does) and written to the stream's store, which
    the service restores when the stream is added.
-2. The streams then go live (one-lane synthetic worlds, `--speed` times real time) with a watch each
-   ("How many objects are in view?", fires on 1-3, clear_s 4 s, no cool-down), and an aiohttp receiver
-   takes the webhooks. An alert's latency is its receipt time minus the wall time at which the episode it
+2. The streams then go live (one-lane synthetic worlds, `--speed` times real time), `--watched` of them
+   with a watch ("How many objects are in view?", fires on 1-3, clear_s 4 s, no cool-down, added once the
+   stream's first live cube is in), and an aiohttp receiver takes the webhooks. An alert's latency is its receipt time minus the wall time at which the episode it
    reports began in the world (the first object entering an empty scene), the world's time 0 being the
    moment the stream was added (+- half the add call, printed).
 3. Searches ("When did a <colour> <shape> last enter?") over every stream, then over one, timed at the client.
@@ -42,21 +42,25 @@ from stream.synth import COLOURS, ENTER_S, SHAPES, SynthWorld
 DAY = 86400.0
 
 
-def day_memory(cfg, stream_id: str, cubes: list, root: str) -> float:
-    """Write 24 h of memory for `stream_id` (the given cubes repeated) to its store; returns its last time."""
-    memory = RollingMemory(stream_id, cfg.memory.token_budget, cfg.memory.max_thumbnail_bytes)
+def day_memory(cfg, cubes: list) -> RollingMemory:
+    """24 h of memory: the given cubes repeated with shifted times, merging as a live memory does."""
+    memory = RollingMemory(cubes[0].stream_id, cfg.memory.token_budget, cfg.memory.max_thumbnail_bytes)
     span = cubes[-1].end + 0.5
     offset, index = 0.0, 0
     while offset + span <= DAY:
         for c in cubes:
-            memory.add(dataclasses.replace(c, stream_id=stream_id, index=index, start=c.start + offset, end=c.end + offset))
+            memory.add(dataclasses.replace(c, index=index, start=c.start + offset, end=c.end + offset))
             index += 1
         offset += span
+    return memory
+
+
+def write_store(cfg, memory: RollingMemory, stream_id: str, root: str) -> None:
+    """`memory` as `stream_id`'s store, which the service restores when the stream is added."""
     store = MemoryStore(root, stream_id, cfg.memory)
     store.load()
-    store.compact(memory)
+    store.compact(RollingMemory.from_state(memory.state() | {"stream_id": stream_id}))
     store.close()
-    return memory.newest_time
 
 
 def episode_starts(world: SynthWorld, until: float, apart: float = 10.0) -> list[float]:
@@ -100,7 +104,8 @@ def pct(values: list[float], q: float) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="default")
-    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--streams", type=int, default=16, help="streams live, each with 24 h of memory")
+    ap.add_argument("--watched", type=int, default=4, help="of them, how many have a watch (alert latency)")
     ap.add_argument("--seconds", type=float, default=180.0, help="wall seconds the live cameras run for alerts")
     ap.add_argument("--speed", type=float, default=1.0, help="the cameras' pace, times real time")
     ap.add_argument("--queries", type=int, default=10)
@@ -118,10 +123,11 @@ def main():
     with torch.no_grad():
         cubes = stream_world(StreamEncoder(encoder.eval()), SynthWorld(seed=3, width=64, height=64), 600.0)
     ids = [f"cam{i:02d}" for i in range(args.streams)]
+    memory = day_memory(cfg, cubes)
     for sid in ids:
-        last = day_memory(cfg, sid, [dataclasses.replace(c, stream_id=sid) for c in cubes], snapshots)
-    print(f"built 24 h of memory for {args.streams} streams in {time.perf_counter() - started:.0f} s "
-          f"({len(cubes)} cubes of 600 s repeated; newest at {last:.0f} s)")
+        write_store(cfg, memory, sid, snapshots)
+    print(f"built 24 h of memory ({len(memory)} entries, levels {memory.levels()}) for {args.streams} streams in "
+          f"{time.perf_counter() - started:.0f} s ({len(cubes)} cubes of 600 s repeated)")
 
     with Service(cfg, num_cpus=2, token="bench") as svc:
         c = Client(svc.url, "bench", timeout=600)
@@ -134,26 +140,36 @@ def main():
             t1 = time.time()
             starts[sid] = (t0 + t1) / 2
             add_s.append(t1 - t0)
-            c.add_watch(sid, "How many objects are in view?", answer=["1", "2", "3"], id=f"w{i}", clear_s=4, cooldown_s=0)
         entries = {s["id"]: s["encoder_counters"].get("entries") for s in c.streams()}
+        # a watch starts at its stream's newest cube: wait for the first live one, not the built memory's last
+        watched, watch_from = ids[:args.watched], {}
+        for i, sid in enumerate(watched):
+            while c.timeline(sid)[-1]["end"] <= memory.newest_time:
+                time.sleep(0.2)
+            c.add_watch(sid, "How many objects are in view?", answer=["1", "2", "3"], id=f"w{i}", clear_s=4, cooldown_s=0)
+            watch_from[sid] = (time.time() - starts[sid]) * args.speed  # world time the watch began
         print(f"{args.streams} streams live at {args.speed:g}x, each restored with {min(entries.values())}-"
-              f"{max(entries.values())} memory entries; add call {statistics.median(add_s):.2f} s median "
-              f"(world time 0 known to +-half of it)")
+              f"{max(entries.values())} memory entries, {args.watched} watched; add call {statistics.median(add_s):.2f} s "
+              f"median (world time 0 known to +-half of it)")
         time.sleep(args.seconds)
 
-        latencies, unmatched = [], 0
+        latencies, unmatched, in_progress = [], 0, 0
         for received, e in receiver.got.values():
             sid = e["stream"]
             world_at_receipt = (received - starts[sid]) * args.speed
             began = [t for t in episode_starts(worlds[sid], world_at_receipt) if t <= world_at_receipt]
             if not began or (received - (starts[sid] + began[-1] / args.speed)) > 60:
-                unmatched += 1  # an alert with no episode begun in the last minute before it: a false alert
-                continue
-            latencies.append(received - (starts[sid] + began[-1] / args.speed))
-        due = sum(len([t for t in episode_starts(w, args.seconds * args.speed) if t < (args.seconds - 30) * args.speed])
-                  for w in worlds.values())
-        print(f"\nalerts over {args.seconds:g} s: {len(receiver.got)} webhooks received, {len(latencies)} matched to an "
-              f"episode of the world ({due} episodes began more than 30 s before the end), {unmatched} unmatched")
+                unmatched += 1  # no episode began in the minute before it: a false alert
+            elif began[-1] < watch_from[sid]:
+                in_progress += 1  # the object was in view when the watch was added
+            else:
+                latencies.append(received - (starts[sid] + began[-1] / args.speed))
+        end = args.seconds * args.speed
+        due = sum(len([t for t in episode_starts(worlds[sid], end) if watch_from[sid] <= t < end - 30 * args.speed])
+                  for sid in watched)
+        print(f"\nalerts over {args.seconds:g} s: {len(receiver.got)} webhooks received: {len(latencies)} matched to an "
+              f"episode of the world that began after its watch ({due} began more than 30 s before the end), "
+              f"{in_progress} for an object in view when the watch was added, {unmatched} unmatched (false)")
         print(f"{'':28} {'p50':>8} {'p95':>8} {'n':>5}")
         print(f"{'alert latency (s, wall)':28} {pct(latencies, 0.5):8.2f} {pct(latencies, 0.95):8.2f} {len(latencies):5}")
 

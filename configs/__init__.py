@@ -378,7 +378,7 @@ class ApiConfig:
     webhook_backoff: float = 1.0  # the first retry's delay (s)
     webhook_backoff_max: float = 60.0
     webhook_queue: int = 1000  # events waiting per URL; beyond it the oldest is dropped (and counted)
-    watch_poll: float = 0.25  # seconds between looks for newly closed cubes
+    watch_poll: float = 1.0  # seconds between looks for newly closed cubes (each look reads the timeline of each watched stream)
     max_watches: int = 32  # per stream
     events_kept: int = 10000  # the newest events served by GET /events and SSE replay (all stay in the log file)
     search_limit: int = 100  # the most results GET /search returns
