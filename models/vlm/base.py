@@ -94,8 +94,8 @@ class LanguageSide(ABC):
         """The text decoder: (inputs_embeds, position_ids, cache) -> last hidden states."""
 
     @property
-    @abstractmethod
-    def lm_head(self) -> torch.nn.Module: ...
+    def lm_head(self) -> torch.nn.Module:
+        return self.model.lm_head
 
     @abstractmethod
     def placeholder(self, grid: tuple[int, int, int]) -> list[int]:
@@ -106,8 +106,8 @@ class LanguageSide(ABC):
         """[R, L] position ids of a prompt whose cubes have these (t, h, w) token grids."""
 
     @property
-    @abstractmethod
-    def image_token_id(self) -> int: ...
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
 
     @property
     def embedding(self) -> torch.nn.Embedding:

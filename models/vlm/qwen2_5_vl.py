@@ -49,14 +49,6 @@ class Qwen2_5_VLLanguage(LanguageSide):
     def decoder(self):
         return self.model.model.language_model
 
-    @property
-    def lm_head(self):
-        return self.model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
-
     def placeholder(self, grid: tuple[int, int, int]) -> list[int]:
         return [self.image_token_id] * int(np.prod(grid))
 

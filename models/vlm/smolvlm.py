@@ -46,14 +46,6 @@ class SmolVLMLanguage(LanguageSide):
     def decoder(self):
         return self.model.model.text_model
 
-    @property
-    def lm_head(self):
-        return self.model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
-
     def placeholder(self, grid: tuple[int, int, int]) -> list[int]:
         fake, glob = self.tokenizer.convert_tokens_to_ids(["<fake_token_around_image>", "<global-img>"])
         return [fake, glob] + [self.image_token_id] * int(np.prod(grid)) + [fake]
