@@ -63,7 +63,10 @@ class Service:
 
         def run():
             asyncio.set_event_loop(self._loop)
-            self._runner = web.AppRunner(gateway.app(), access_log=None, logger=CLIENT_ERROR_LOGGER)
+            # lingering: how long the rest of a body the server did not want may still be read before the
+            # connection closes (aiohttp's default 10 s); no longer than a body may take at all
+            self._runner = web.AppRunner(gateway.app(), access_log=None, logger=CLIENT_ERROR_LOGGER,
+                                         lingering_time=self.cfg.server.body_timeout)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.cfg.server.host, self.port, ssl_context=tls)
             self._loop.run_until_complete(site.start())

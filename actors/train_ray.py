@@ -34,7 +34,8 @@ from safetensors.torch import load_file, save_file
 
 from configs import Config
 from models.checkpoint import STAGE1_WEIGHTS
-from models.stage1 import ClipSample, Stage1Model, noise_weight
+from models.cubing import noise_weight
+from models.stage1 import ClipSample, Stage1Model
 from stream.datasets import VideoError, VideoQA, decode_frames, load_dataset
 
 TRAIN_STATE = "train_state.pt"

@@ -35,7 +35,9 @@ from stream.cube import Cube  # noqa: E402
 from stream.memory import RollingMemory  # noqa: E402
 from tiny_vlm import FAMILIES, QWEN2_5_VL_3B, save_tiny_qwen2_5_vl  # noqa: E402
 
-WIDTHS = {"Qwen2.5-VL-3B": 2048, "Qwen2.5-VL-7B": 3584, "SmolVLM2-256M": 576, "SmolVLM2-500M": 960}
+# a cube token's width in memory: the LLM's width (Qwen3-VL: with its 3 deepstack features beside it, x4)
+WIDTHS = {"Qwen2.5-VL-3B": 2048, "Qwen2.5-VL-7B": 3584, "Qwen3-VL-4B (+deepstack)": 4 * 2560,
+          "SmolVLM2-256M": 576, "SmolVLM2-500M": 960}
 
 
 def camera_frames(n: int, seed: int, h: int = 480, w: int = 640) -> list[np.ndarray]:
@@ -83,7 +85,7 @@ def question_rows(name: str, source: str, cfg, device: str, dtype: str, cubes: i
     memory = RollingMemory("bench", 10 ** 9)
     g = torch.Generator().manual_seed(0)
     for i in range(cubes):
-        memory.add(Cube("bench", i, 4.0 * i, 4.0 * i + 3.5, 8, 0.02 * torch.randn(k, language.width, generator=g), 1.0))
+        memory.add(Cube("bench", i, 4.0 * i, 4.0 * i + 3.5, 8, 0.02 * torch.randn(k, language.token_width, generator=g), 1.0))
     entries = list(memory)
     rows = []
     for selection in ("attention", "key"):

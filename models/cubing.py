@@ -136,3 +136,9 @@ class GumbelCubing(nn.Module):
             by_head = torch.where(close, head, by_head)
         return CubingOutput(starts=torch.stack(starts, 1), gate=torch.stack(gate, 1), logits=z, p=p,
                             forced=torch.stack(forced, 1))
+
+
+def noise_weight(step: int, steps: int, anneal: float) -> float:
+    """Quicksviewer: the Gumbel noise weight, cosine-annealed from 1.0 to 0.01 over the first `anneal` of the steps."""
+    frac = min(1.0, step / max(1, anneal * steps))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))

@@ -37,12 +37,6 @@ class ClipSample:
     answer: str
 
 
-def noise_weight(step: int, steps: int, anneal: float) -> float:
-    """Quicksviewer: the Gumbel noise weight, cosine-annealed from 1.0 to 0.01 over the first `anneal` of the steps."""
-    frac = min(1.0, step / max(1, anneal * steps))
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
-
-
 class Stage1Model(nn.Module):
     TRAINED = tuple(p for p in STAGE1_PARTS if p.startswith("encoder."))
 

@@ -31,6 +31,7 @@ from configs import Config
 from models.answerer import named_span, priority, select_cubes
 from models.checkpoint import load_model, save_checkpoint
 from models.cube_encoder import CubeEncoder
+from models.cubing import noise_weight
 from models.llm import POINTER, CubeLLM, build_tokenizer
 from models.mamba import MambaState
 
@@ -192,12 +193,6 @@ def losses(cfg: Config, encoder: CubeEncoder, llm: CubeLLM, clips: list[Clip], n
     return parts
 
 
-def noise_weight(cfg: Config, step: int) -> float:
-    """Quicksviewer: cosine-annealed from 1.0 to 0.01 over the first `noise_anneal` of training."""
-    frac = min(1.0, step / max(1, cfg.train.noise_anneal * cfg.train.steps))
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * frac))
-
-
 def train(cfg: Config, out_dir: str | Path, recipe: Recipe, resume: bool = False, steps: int | None = None,
           progress: bool = True, init: str | Path | None = None) -> dict:
     """Train `cfg` into `out_dir` (checkpoint + train_state.pt) on `recipe`'s clips; returns the last step's
@@ -249,7 +244,7 @@ def train(cfg: Config, out_dir: str | Path, recipe: Recipe, resume: bool = False
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train")
     for step in bar:
         clips = [recipe.sample_clip(rng, (0, tc.train_seeds)) for _ in range(tc.clips_per_step)]
-        parts = losses(cfg, encoder, llm, clips, noise_weight(cfg, step), recipe)
+        parts = losses(cfg, encoder, llm, clips, noise_weight(step, cfg.train.steps, cfg.train.noise_anneal), recipe)
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -272,7 +267,7 @@ def train(cfg: Config, out_dir: str | Path, recipe: Recipe, resume: bool = False
             # lr and Gumbel noise follow the step schedule: a run cut by time stops before they have come down
             bar.write(f"stopping at step {done} of {steps}: train.max_minutes ({tc.max_minutes}) reached, with the "
                       f"learning rate at {sched.get_last_lr()[0] / tc.lr:.0%} of its peak and the Gumbel noise at "
-                      f"{noise_weight(cfg, done):.2f} (0.01 at the schedule's end); `--resume` finishes the schedule, "
+                      f"{noise_weight(done, cfg.train.steps, cfg.train.noise_anneal):.2f} (0.01 at the schedule's end); `--resume` finishes the schedule, "
                       f"or set train.steps to what fits")
             break
     result["step"] = done if steps > start else start

@@ -179,11 +179,13 @@ def test_requests_that_used_to_get_5xx(service, client, tls, caplog):
 
 
 def test_a_body_shorter_than_its_content_length_times_out(service, tls):
-    """The server answers 408 after server.body_timeout (2 s here) instead of holding the connection."""
-    started = time.monotonic()
-    status, _ = raw(service, tls[2], http("POST", f"/streams/{LIVE}/ask".encode(), auth() | JSON,
-                                           b'{"question": "wh', length=1000), timeout=30)
-    assert status == 408 and time.monotonic() - started < 15
+    """The server answers 408 after server.body_timeout (2 s here) and closes the connection, instead of
+    holding it; a route that never reads the body closes it as soon (aiohttp's lingering is cut to it)."""
+    for method, path in (("POST", f"/streams/{LIVE}/ask"), ("GET", "/streams")):
+        started = time.monotonic()
+        status, _ = raw(service, tls[2], http(method, path.encode(), auth() | JSON, b'{"question": "wh', length=1000),
+                        timeout=30)
+        assert status == (408 if method == "POST" else 200) and time.monotonic() - started < 8, (method, status)
 
 
 async def test_concurrent_add_and_remove_of_one_id(service, tls):

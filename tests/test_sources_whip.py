@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from whip_publisher import Publisher, loopback_ice  # noqa: F401  (a fixture)
 
-from configs import SamplerConfig, WhipConfig
+from configs import SamplerConfig, SourceConfig, WhipConfig
 from conftest import need
 from stream.sampler import Sampler
 from stream.sources import WhipServer, open_source
@@ -57,6 +57,37 @@ async def test_aiortc_publisher(whip, codec):
         await pub2.stop()
     pts = [f.pts for f in frames]
     assert pts == sorted(pts) and len(set(pts)) == len(pts)
+
+
+async def test_frame_watchdog_and_a_publisher_that_resumes():
+    """A publisher whose video stops while its peer connection (and RTCP) stays up: the frame watchdog
+    ends the session within source.frame_timeout and says so; when the video resumes on the same
+    connection, the source takes it up again and stream time carries on."""
+    server = WhipServer(WhipConfig(), SourceConfig(frame_timeout=1.0))
+    url = await server.serve()
+    try:
+        source = open_source("whip://cam", whip=server)
+        async with Sampler(source, SamplerConfig(fps=5)) as sampler:
+            pub = await Publisher(f"{url}/cam").start()
+            before = await take(sampler, 2)
+            pub.track.paused.set()
+            await asyncio.wait_for(_until(lambda: source.status.state == "reconnecting"), 15)
+            assert "frame watchdog" in source.status.last_error
+            pub.track.paused.clear()
+            await asyncio.wait_for(_until(lambda: source.status.state == "connected"), 15)
+            while sampler.qsize():
+                await sampler.get()
+            after = await take(sampler, 2)
+            await pub.stop()
+        pts = [f.pts for f in before + after]
+        assert pts == sorted(pts) and source.status.reconnects >= 1
+    finally:
+        await server.close()
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.05)
 
 
 async def test_bad_requests_get_4xx_and_the_server_keeps_serving(whip):

@@ -13,7 +13,8 @@ from actors.train_ray import Stage1Settings, base_model, batch_indices, clip_sam
 from actors.worker import load_models
 from configs import load_config
 from models.checkpoint import STAGE1_WEIGHTS, load_stage1
-from models.stage1 import Stage1Model, noise_weight
+from models.cubing import noise_weight
+from models.stage1 import Stage1Model
 from stream.datasets import load_dataset
 from stream.synth_export import export_synth
 

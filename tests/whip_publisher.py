@@ -1,6 +1,8 @@
 """A WHIP publisher for the tests: aiortc sending the synthetic camera, and the loopback ICE workaround."""
 from __future__ import annotations
 
+import asyncio
+
 import aioice.ice
 import aiohttp
 import av
@@ -19,13 +21,17 @@ def loopback_ice(monkeypatch):
 
 
 class SynthTrack(VideoStreamTrack):
-    """The synthetic camera as a WebRTC track, at aiortc's pace (30 fps)."""
+    """The synthetic camera as a WebRTC track, at aiortc's pace (30 fps); while `paused` is set it sends
+    nothing (the peer connection and its RTCP go on)."""
 
     def __init__(self, seed: int = 0, size: int = 64):
         super().__init__()
         self.world = SynthWorld(seed, width=size, height=size)
+        self.paused = asyncio.Event()
 
     async def recv(self) -> av.VideoFrame:
+        while self.paused.is_set():
+            await asyncio.sleep(0.05)
         pts, time_base = await self.next_timestamp()
         frame = av.VideoFrame.from_ndarray(self.world.frame_at(float(pts * time_base)), format="rgb24")
         frame.pts, frame.time_base = pts, time_base
@@ -38,11 +44,13 @@ class Publisher:
     def __init__(self, url: str, codec: str = "VP8", seed: int = 0, token: str | None = None, ssl=None):
         self.url, self.codec, self.seed, self.token, self.ssl = url, codec, seed, token, ssl  # ssl: an SSLContext for https
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track: SynthTrack | None = None
         self.location: str | None = None
         self.answer: str | None = None
 
     async def start(self) -> Publisher:
-        transceiver = self.pc.addTransceiver(SynthTrack(self.seed), direction="sendonly")
+        self.track = SynthTrack(self.seed)
+        transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
         transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                          if c.mimeType == f"video/{self.codec}"])
         await self.pc.setLocalDescription(await self.pc.createOffer())
