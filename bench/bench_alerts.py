@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import threading
@@ -193,6 +194,7 @@ def main():
         print(f"{'':28} {'p50':>8} {'p95':>8}")
         for label, times in rows:
             print(f"{label:28} {pct(times, 0.5):8.2f} {pct(times, 0.95):8.2f}")
+    shutil.rmtree(snapshots, ignore_errors=True)
 
 
 if __name__ == "__main__":
