@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import threading
@@ -63,8 +64,11 @@ def write_store(cfg, memory: RollingMemory, stream_id: str, root: str) -> None:
     store.close()
 
 
-def episode_starts(world: SynthWorld, until: float, apart: float = 10.0) -> list[float]:
-    """When the scene went from empty to an object entering, visits closer than `apart` s counting as one."""
+CLEAR_S = 4.0  # the watches' clear_s: an object entering a scene empty this long is a new event
+
+
+def episode_starts(world: SynthWorld, until: float, apart: float = CLEAR_S) -> list[float]:
+    """When the scene went from empty (for at least `apart` s) to an object entering."""
     starts, last_gone = [], -1e9
     for e in world.events_until(until):
         if e.kind == "enter":
@@ -146,7 +150,8 @@ def main():
         for i, sid in enumerate(watched):
             while c.timeline(sid)[-1]["end"] <= memory.newest_time:
                 time.sleep(0.2)
-            c.add_watch(sid, "How many objects are in view?", answer=["1", "2", "3"], id=f"w{i}", clear_s=4, cooldown_s=0)
+            c.add_watch(sid, "How many objects are in view?", answer=["1", "2", "3"], id=f"w{i}", clear_s=CLEAR_S,
+                        cooldown_s=0)
             watch_from[sid] = (time.time() - starts[sid]) * args.speed  # world time the watch began
         print(f"{args.streams} streams live at {args.speed:g}x, each restored with {min(entries.values())}-"
               f"{max(entries.values())} memory entries, {args.watched} watched; add call {statistics.median(add_s):.2f} s "
@@ -159,7 +164,7 @@ def main():
             world_at_receipt = (received - starts[sid]) * args.speed
             began = [t for t in episode_starts(worlds[sid], world_at_receipt) if t <= world_at_receipt]
             if not began or (received - (starts[sid] + began[-1] / args.speed)) > 60:
-                unmatched += 1  # no episode began in the minute before it: a false alert
+                unmatched += 1  # no object entered an empty scene in the minute before it: a false alert
             elif began[-1] < watch_from[sid]:
                 in_progress += 1  # the object was in view when the watch was added
             else:
@@ -189,6 +194,7 @@ def main():
         print(f"{'':28} {'p50':>8} {'p95':>8}")
         for label, times in rows:
             print(f"{label:28} {pct(times, 0.5):8.2f} {pct(times, 0.95):8.2f}")
+    shutil.rmtree(snapshots, ignore_errors=True)
 
 
 if __name__ == "__main__":
