@@ -6,6 +6,7 @@ can never turn into a silently green run. CUDA is the exception: CI machines hav
 are marked `cuda` and always skip without it.
 """
 import os
+import time
 
 import pytest
 
@@ -18,3 +19,17 @@ def need(ok: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI lacks a required system component: {reason}")
     pytest.skip(reason)
+
+
+def wait_for(cond, what: str, deadline: float = 120.0, retry_on: tuple[type[BaseException], ...] = ()):
+    """Poll `cond` until it returns something true (returned) or `deadline` seconds pass (AssertionError);
+    `retry_on` names exceptions that mean "not yet" (a service restoring, an actor moving)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            if value := cond():
+                return value
+        except retry_on:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")

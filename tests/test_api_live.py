@@ -12,17 +12,20 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from functools import partial
 
 import pytest
 import ray
 
+import conftest
 from actors.client import Client, ClientError
 from actors.server import Service
 from configs import load_config
 from stream.synth import ENTER_S, SynthWorld
-from test_watches import Receiver, free_port
+from test_watches import Receiver
 
 pytestmark = pytest.mark.timeout(600)
+wait_for = partial(conftest.wait_for, deadline=180.0)
 
 ADMIN, VIEWER = "admin-token", "viewer-token"
 WATCHED = dict(seed=177, lanes=1)  # 4 separate episodes of objects in view in its first 300 s, 9 visits
@@ -58,15 +61,6 @@ def episodes(vs: list[tuple[float, float]], apart: float) -> list[tuple[float, f
         else:
             out.append((a, b))
     return out
-
-
-def wait_for(cond, what: str, deadline: float = 180.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 class Receivers:

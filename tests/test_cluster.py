@@ -3,30 +3,20 @@
 A head node (CPU only) and two GPU nodes; stores in a folder all nodes share. No timed assertions:
 waits poll for a state with a generous deadline.
 """
-import time
+from functools import partial
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+import conftest
 from actors.runtime import start_controller
 from configs import load_config
 
 pytestmark = pytest.mark.timeout(300)
+wait_for = partial(conftest.wait_for, deadline=120.0, retry_on=(Exception,))  # an actor restarting or moving: ask again
 
 SYNTH = "synth://?seed={}&fps=4&speed=2"
-
-
-def wait_for(cond, what: str, deadline: float = 120.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            if value := cond():
-                return value
-        except Exception:  # an actor restarting or moving: ask again
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import time
 import zlib
+from functools import partial
 
 import aiohttp
 import msgpack
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 from aiortc import RTCConfiguration, RTCPeerConnection
 from whip_publisher import Publisher, SynthTrack, loopback_ice  # noqa: F401  (a fixture)
 
+import conftest
 from actors import page
 from actors.client import Client, ClientError
 from actors.server import Service
@@ -39,6 +41,7 @@ from conftest import need
 from test_sources_rtsp import free_port
 
 pytestmark = pytest.mark.timeout(300)
+wait_for = partial(conftest.wait_for, deadline=90.0)
 
 TOKEN = "s3cret-token"
 LIVE = "live"  # the stream that must survive everything
@@ -91,15 +94,6 @@ def service(tmp_path_factory, tls, page_port):
 @pytest.fixture(scope="module")
 def client(service, tls):
     return Client(service.url, TOKEN, ssl_context=tls[2])
-
-
-def wait_for(cond, what: str, deadline: float = 90.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def raw(service, ctx, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:

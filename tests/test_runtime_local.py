@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from functools import partial
 
 import aiohttp
 import msgpack
@@ -16,6 +17,7 @@ import ray
 
 from whip_publisher import Publisher, loopback_ice  # noqa: F401  (a fixture)
 
+import conftest
 from actors.client import Client, ClientError
 from actors.server import Service
 from configs import load_config
@@ -23,17 +25,9 @@ from conftest import need
 from test_sources_rtsp import RtspServer, free_port, have_gst_rtsp_server
 
 pytestmark = pytest.mark.timeout(300)
+wait_for = partial(conftest.wait_for, deadline=90.0)
 
 SYNTH = "synth://?seed=3&fps=4&speed=2"  # twice real time: cubes form sooner
-
-
-def wait_for(cond, what: str, deadline: float = 90.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if value := cond():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def wait_for_async(cond, what: str, deadline: float = 90.0):

@@ -1,5 +1,9 @@
-"""`cubestream serve` as a process: SIGTERM and SIGINT stop it gracefully (every stream's state saved,
-exit 0, and a restart restores every stream), and it warns when it listens beyond loopback without TLS."""
+"""`cubestream serve` as a process (a real subprocess with its own Ray), stopped as a service manager stops it
+and started again: SIGTERM saves every stream's state and exits 0; the restart brings back the same streams,
+watches (with their state), events and memories (the registry and event log live in the state folder,
+memories in their stores); a removal is kept; SIGINT (Ctrl-C) takes the same way out; and `serve` warns when
+it listens beyond loopback without TLS."""
+import json
 import os
 import shutil
 import signal
@@ -11,23 +15,13 @@ import time
 import pytest
 
 from actors.client import Client, ClientError
+from conftest import wait_for
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(500)
 
 TOKEN = "t0ken"
-SPECS = {"cam": "synth://?seed=1&fps=4&speed=2", "yard": "synth://?seed=2&fps=4&speed=2"}
-
-
-def wait_for(cond, what: str, deadline: float = 120.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            if value := cond():
-                return value
-        except ClientError:  # restoring
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"gave up waiting for {what}")
+WATCH_SPEC = "synth://?seed=177&lanes=1&fps=4&speed=4&width=64&height=64"  # an object in view from t=1.4s
+SPECS = {"door": WATCH_SPEC, "yard": "synth://?seed=2&fps=4&speed=2"}
 
 
 class Serve:
@@ -63,47 +57,56 @@ class Serve:
         return self.stderr.read()
 
 
-def test_sigterm_saves_every_stream_exits_0_and_a_restart_restores_them(tmp_path):
+def test_sigterm_saves_every_stream_and_a_restart_brings_back_streams_watches_events_and_memories(tmp_path):
     snapshots = tmp_path / "snapshots"
     ray_tmp = tempfile.mkdtemp(prefix="/tmp/rs")  # short: Ray's socket paths must fit in 107 bytes
     try:
-        serve = Serve(snapshots, ray_tmp)
-        try:
-            for sid, spec in SPECS.items():
-                serve.client.add(sid, spec)
-            before = {sid: wait_for(lambda: (t := serve.client.timeline(sid)) and len(t) >= 2 and t, f"cubes of {sid}")
-                      for sid in SPECS}
-            signalled = time.time()
-        finally:
-            rc, out, err = serve.stop(signal.SIGTERM)
-        assert rc == 0, err[-3000:]
-        assert "stopping; saving every stream's state" in out
-        assert all((snapshots / sid / "encoder.bin").stat().st_mtime >= signalled for sid in SPECS), \
-            "every stream's encoder state was saved at shutdown"
-        assert "without TLS" in err  # 0.0.0.0 is beyond loopback
-        assert "Traceback" not in err, err[-3000:]
-
-        serve = Serve(snapshots, ray_tmp)  # a restart restores every stream, memories included
-        try:
-            assert sorted((s["id"], s["spec"]) for s in serve.client.streams()) == sorted(SPECS.items())
-            for sid in SPECS:
-                after = wait_for(lambda: (t := serve.client.timeline(sid)) and len(t) > len(before[sid]) and t,
-                                 f"new cubes of {sid} after the restart")
-                assert after[:len(before[sid])] == before[sid]
-        finally:
-            assert serve.stop(signal.SIGTERM)[0] == 0
+        _stop_and_restart(snapshots, ray_tmp)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_sigint_stops_serve_gracefully(tmp_path):
-    """Ctrl-C takes the same way out as SIGTERM."""
-    ray_tmp = tempfile.mkdtemp(prefix="/tmp/rs")
+def _stop_and_restart(snapshots, ray_tmp):
+    serve = Serve(snapshots, ray_tmp)
+    c = serve.client
     try:
-        serve = Serve(tmp_path / "snapshots", ray_tmp)
-        assert serve.client.health() == {"ok": True}
-        rc, out, err = serve.stop(signal.SIGINT)
-        assert rc == 0 and "stopping; saving every stream's state" in out, err[-3000:]
-        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+        for sid, spec in SPECS.items():
+            c.add(sid, spec)
+        c.add_watch("door", "How many objects are in view?", answer=["1", "2", "3"], id="someone", clear_s=4,
+                    cooldown_s=0)
+        wait_for(lambda: c.events(), "an alert", retry_on=(ClientError,))
+        before = {sid: wait_for(lambda: (t := c.timeline(sid)) and len(t) >= 3 and t, f"cubes of {sid}")
+                  for sid in SPECS}
+        watches, events = c.watches(), c.events()
+        signalled = time.time()
     finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        rc, out, err = serve.stop(signal.SIGTERM)
+    assert rc == 0, err[-3000:]
+    assert "stopping; saving every stream's state" in out
+    assert all((snapshots / sid / "encoder.bin").stat().st_mtime >= signalled for sid in SPECS), \
+        "every stream's encoder state was saved at shutdown"
+    assert "without TLS" in err  # 0.0.0.0 is beyond loopback
+    assert "Traceback" not in err, err[-3000:]
+
+    serve = Serve(snapshots, ray_tmp)
+    c = serve.client
+    try:
+        assert sorted((s["id"], s["spec"]) for s in c.streams()) == sorted(SPECS.items())
+        fields = ("id", "stream", "question", "answers", "clear_s", "cooldown_s")
+        assert [[w[k] for k in fields] for w in c.watches()] == [[w[k] for k in fields] for w in watches]
+        assert c.watches()[0]["state"]["last_fired"] >= watches[0]["state"]["last_fired"]  # its hysteresis' state too
+        assert c.events()[:len(events)] == events
+        for sid in SPECS:
+            after = wait_for(lambda: (t := c.timeline(sid)) and len(t) > len(before[sid]) + 1 and t,
+                             f"new cubes of {sid} after the restart", retry_on=(ClientError,))
+            assert after[:len(before[sid])] == before[sid], "the memory is back, every cube closed before the stop"
+            assert after[len(before[sid])]["start"] >= before[sid][-1]["end"]  # and goes on after it in stream time
+            assert c.stream(sid)["encoder_counters"]["restored_cubes"] >= len(before[sid])
+        assert c.ask("door", "How many objects are in view?")["citations"]
+        c.remove("door")  # a stream removed leaves the registry with its watches
+        assert c.watches() == []
+        assert list(json.loads((snapshots / "_state" / "registry.json").read_text())["streams"]) == ["yard"]
+    finally:
+        rc, out, err = serve.stop(signal.SIGINT)  # Ctrl-C takes the same way out as SIGTERM
+    assert rc == 0 and "stopping; saving every stream's state" in out, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
