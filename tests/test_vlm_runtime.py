@@ -18,9 +18,8 @@ import pytest
 from actors.client import Client
 from actors.server import Service
 from configs import load_config
-from conftest import need
+from conftest import need, wait_for
 from models.vlm import VLMError, family_of
-from test_runtime_local import wait_for
 from test_sources_rtsp import RtspServer, free_port, have_gst_rtsp_server
 from tiny_vlm import save_tiny_qwen2_5_vl
 
