@@ -55,7 +55,7 @@ from actors.metrics import Metrics
 from actors.registry import Registry
 from actors.runtime import RemoteEncoder, RequestError
 from actors.search import SearchError, SearchQuery
-from actors.validation import MSGPACK, BadRequest, BodyError, Guard, authorization, decode, read_object, url_scheme
+from actors.validation import MSGPACK, ROLE, BadRequest, BodyError, Guard, authorization, decode, read_object, url_scheme
 from actors.watches import Firing, Watch, Watcher, WatchError
 from configs import Config
 from stream.codec import packb
@@ -359,7 +359,7 @@ class Gateway:
             viewer = any(hmac.compare_digest(given, f"Bearer {t}".encode()) for t in self.viewer_tokens)
             if not (admin or viewer):
                 raise web.HTTPUnauthorized(text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"})
-            request["role"] = "admin" if admin else "viewer"
+            request[ROLE] = "admin" if admin else "viewer"
             if not admin and request.method not in ("GET", "HEAD", "OPTIONS") and not request.path.endswith(VIEWER_POSTS):
                 raise web.HTTPForbidden(text="a viewer token may read, ask, search and chat; this needs an admin token\n")
         return await handler(request)

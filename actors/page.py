@@ -10,6 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from actors.validation import ROLE
+
 WEB = Path(__file__).with_name("web")
 FILES = {"/": "index.html", "/ui/app.js": "app.js", "/ui/style.css": "style.css"}
 PUBLIC_PATHS = frozenset(FILES)
@@ -31,7 +33,7 @@ def add_routes(app: web.Application) -> None:
 async def whoami(request: web.Request) -> web.Response:
     """The caller's role, so the page shows admin controls to admins only (the server enforces it anyway).
     The auth middleware (actors/gateway.py) has accepted the token by now and recorded its role."""
-    return web.json_response({"role": request["role"]})
+    return web.json_response({"role": request[ROLE]})
 
 
 def _serve(file: Path):

@@ -48,6 +48,9 @@ class BadRequest(web.HTTPBadRequest):
         super().__init__(text=message.rstrip("\n") + "\n")
 
 
+ROLE = web.RequestKey("role", str)  # "admin" or "viewer": set by the gateway's auth from the bearer token
+
+
 def authorization(request: web.BaseRequest) -> bytes:
     """The Authorization header as the bytes it was sent as: bytes that are not UTF-8 reach us as surrogate
     escapes, which plain `.encode()` refuses."""
