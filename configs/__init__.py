@@ -441,16 +441,33 @@ PROFILES = resources.files(__name__)
 
 
 def load_config(name_or_path: str | Path = "default", overrides: dict | None = None) -> Config:
-    """Load a profile by name (`default` -> configs/default.yaml) or by path, then apply nested overrides."""
+    """Load a profile by name (`default` -> configs/default.yaml) or by path, then apply nested overrides.
+    A profile may start from another (`base: default`): its values are laid over the base's."""
+    data = _profile_data(name_or_path, ())
+    if overrides:
+        data = _merge(data, overrides)
+    return from_dict(Config, data)
+
+
+def _profile_data(name_or_path: str | Path, seen: tuple[Path, ...]) -> dict:
     path = Path(name_or_path)
     if not path.suffix:
         path = Path(str(PROFILES / f"{name_or_path}.yaml"))
     if not path.is_file():
         raise ConfigError(f"no config profile at {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"profile {path} is its own base")
     data = yaml.safe_load(path.read_text()) or {}
-    if overrides:
-        data = _merge(data, overrides)
-    return from_dict(Config, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile {path} must be a mapping")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"base in {path} must be a profile name or path, got {base!r}")
+    if Path(base).suffix:  # a path: relative to the profile that names it
+        base = path.parent / base
+    return _merge(_profile_data(base, seen + (path.resolve(),)), data)
 
 
 def from_dict(cls, data, prefix: str = ""):

@@ -38,3 +38,21 @@ def test_overrides_and_missing_profile(tmp_path):
     assert cfg.seed == 3 and cfg.cubing.target_len == 6.0 and cfg.cubing.min_len == 2
     with pytest.raises(ConfigError, match="no config profile"):
         load_config("no-such-profile")
+
+
+def test_a_profile_starts_from_its_base(tmp_path):
+    """The cluster profile serves the default model (its checkpoint, readers and cubing) with its own runtime."""
+    default, cluster = load_config("default"), load_config("cluster")
+    assert cluster.checkpoint == default.checkpoint == "default"
+    assert cluster.llm == default.llm and cluster.cubing == default.cubing and cluster.answer == default.answer
+    assert cluster.runtime.encoder_gpus == 1.0 != default.runtime.encoder_gpus
+    assert cluster.server.host == "0.0.0.0"
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nseed: 5\n")  # a path is relative to the profile naming it
+    (tmp_path / "b.yaml").write_text("base: default\nseed: 4\nsampler:\n  fps: 1.0\n")
+    cfg = load_config(tmp_path / "a.yaml")
+    assert cfg.seed == 5 and cfg.sampler.fps == 1.0 and cfg.checkpoint == "default"
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="its own base"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="base"):
+        load_config(write(tmp_path, "base: [default]\n"))
