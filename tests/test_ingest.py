@@ -8,11 +8,10 @@ import pytest
 from actors.batching import EncoderIntake, FrameBatcher
 from actors.ingest import Ingest
 from configs import SamplerConfig, load_config
-from conftest import need
 from stream.sampler import Sampler
 from stream.sources import open_source
 from stream.sources.av_source import Lag
-from test_sources_rtsp import FAST, RtspServer, free_port, have_gst_rtsp_server
+from test_sources_rtsp import FAST, server  # noqa: F401  (a fixture: the RTSP server of the module)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,14 +149,6 @@ def test_lag_takes_a_step_in_the_camera_clock_as_its_new_baseline():
     # the camera's clock steps back 5 s; frames then come in real time: no backlog, nothing to skip
     assert not any(lag.skip(k / 15 - 5, k / 15, k % 15 == 0) for k in range(15, 75))
     assert lag.lag < 0.01
-
-
-@pytest.fixture(scope="module")
-def server():
-    need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
-    s = RtspServer(free_port()).start()
-    yield s
-    s.kill()
 
 
 async def test_rtsp_frames_are_reduced_at_the_source_to_the_size_asked(server):
