@@ -73,12 +73,12 @@ def base_model(cfg: Config, checkpoint: str | None):
 
 
 def build_stage1(cfg: Config, s: Stage1Settings):
-    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder and cubing head under
-    both frozen halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower
+    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder, cubing head and
+    resampler (as the profile sets them) under both frozen halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower
     and LLM."""
     if cfg.model.vlm:
         from models.vlm import load_vlm
-        from models.vlm.profile import cubing_head, temporal_encoder
+        from models.vlm.profile import cube_resampler, cubing_head, temporal_encoder
         from models.vlm.stage1 import VLMStage1Model
 
         m = cfg.model
@@ -87,7 +87,7 @@ def build_stage1(cfg: Config, s: Stage1Settings):
         language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
         return VLMStage1Model(vision, language, temporal_encoder(cfg, vision.width),
                               cubing_head(cfg, vision.width, trained=False), tuple(m.cube_grid), m.min_frames,
-                              m.max_frames, rate_weight=s.rate_weight)
+                              m.max_frames, rate_weight=s.rate_weight, resampler=cube_resampler(cfg, vision.width))
     encoder, llm = base_model(cfg, s.checkpoint)
     return Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
 

@@ -1,6 +1,7 @@
-"""Stage 1 for the `vlm` profile with a tiny random Qwen2.5-VL: its temporal encoder trains on the VLM's LM
-loss (the VLM frozen), what is trained is what the live stream encoder runs, and on Ray Train two CPU workers
-train it into a checkpoint that the profile loads (`stage1:`) and replays a benchmark with."""
+"""Stage 1 for the `vlm` profile with a tiny random Qwen2.5-VL: its temporal encoder, cubing head and resampler
+train on the VLM's LM loss (the VLM frozen), what is trained is what the live stream encoder runs, and on Ray
+Train two CPU workers train it into a checkpoint that the profile loads (`stage1:`) and replays a benchmark
+with."""
 from pathlib import Path
 
 import pytest
@@ -30,22 +31,39 @@ def llava(tmp_path_factory):
     return root
 
 
-def vlm_cfg(path, boundaries="change", **top):
+def vlm_cfg(path, boundaries="change", resampler="pool", grid=(1, 2, 2), **top):
     return load_config("vlm", overrides={"model": {
-        "vlm": str(path), "dtype": "float32", "device": "cpu", "max_pixels": 112 * 112, "cube_grid": [1, 2, 2],
-        "min_frames": 2, "max_frames": 4, "temporal_layers": 1, "boundaries": boundaries},
+        "vlm": str(path), "dtype": "float32", "device": "cpu", "max_pixels": 112 * 112, "cube_grid": list(grid),
+        "min_frames": 2, "max_frames": 4, "temporal_layers": 1, "boundaries": boundaries, "resampler": resampler},
         "cubing": {"target_len": 2.5, "trained_target_len": 2.5}} | top)
 
 
-@pytest.mark.parametrize("boundaries", ["change", "head"])
-def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen, llava, tmp_path, boundaries):
+def test_an_untrained_resampler_is_the_pooling_bit_for_bit(qwen, llava):
+    """`model.resampler: attention` before stage 1 gives the cubes of `pool`, exactly: a VLM sees what it saw."""
+    sample = clip_sample(load_dataset(llava, "llava").items[0], 2.0, 8.0)
+    cubes = {}
+    for resampler in ("pool", "attention"):
+        torch.manual_seed(0)  # the same (identity) temporal encoder in both
+        encoder = build_stream_encoder(vlm_cfg(qwen, resampler=resampler, grid=(2, 2, 2)), "cpu")
+        assert (encoder.resampler is None) == (resampler == "pool")
+        encoder.add_stream("s")
+        out = [c for f, t in zip(sample.frames, sample.times) for c in encoder.push(["s"], [f.numpy()], [t])]
+        cubes[resampler] = out + [encoder.flush("s")]
+    assert len(cubes["pool"]) > 1 and [c.num_frames for c in cubes["pool"]] == [c.num_frames for c in cubes["attention"]]
+    assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(cubes["pool"], cubes["attention"]))
+
+
+@pytest.mark.parametrize("boundaries,resampler", [("change", "pool"), ("head", "attention")])
+def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen, llava, tmp_path, boundaries,
+                                                                            resampler):
     torch.manual_seed(0)
-    cfg = vlm_cfg(qwen, boundaries)
+    cfg = vlm_cfg(qwen, boundaries, resampler)
     settings = Stage1Settings(dataset=str(llava), format="llava")
     model = build_stage1(cfg, settings)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, _ in model.named_parameters()]
     trained = {n.split(".")[0] for n, _ in model.named_parameters()}  # the VLM is not trained
-    assert trained == ({"temporal", "head"} if boundaries == "head" else {"temporal"})
+    assert trained == {"temporal"} | ({"head"} if boundaries == "head" else set()) | \
+        ({"resampler"} if resampler == "attention" else set())
     frozen = {k: v.clone() for k, v in model.language.model.state_dict().items()}
     batch = [clip_sample(q, 2.0, 8.0) for q in load_dataset(llava, "llava").items[:2]]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -60,14 +78,18 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
         opt.step()
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, model.language.model.state_dict()[k]) for k, v in frozen.items())
+    if resampler == "attention":  # its output map started at zero (the pooling): trained, it adds to the pooling
+        assert model.resampler.out.weight.abs().sum() > 0
 
-    # the trained encoder in the profile's live stream encoder cuts and pools the clip as training did
+    # the trained encoder in the profile's live stream encoder cuts and pools (or resamples) the clip as training did
     (tmp_path / "ckpt").mkdir()
     save_file(model.trained_state(), str(tmp_path / "ckpt" / STAGE1_WEIGHTS))
-    live = build_stream_encoder(vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt")), "cpu")
-    assert all(torch.equal(v, live.temporal.state_dict()[k]) for k, v in model.temporal.state_dict().items())
-    if boundaries == "head":
-        assert all(torch.equal(v, live.head.state_dict()[k]) for k, v in model.head.state_dict().items())
+    live = build_stream_encoder(vlm_cfg(qwen, boundaries, resampler, stage1=str(tmp_path / "ckpt")), "cpu")
+    for part in ("temporal", "head", "resampler"):
+        ours, theirs = getattr(model, part), getattr(live, part)
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
     sample = batch[0]
     with torch.no_grad():
         trained, _ = model.cubes(sample)
@@ -77,7 +99,7 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
         cubes += live.push(["s"], [frame.numpy()], [t])
     state = live.get_state("s")
     assert ("cubing" in state) == (boundaries == "head")
-    restored = build_stream_encoder(vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt")), "cpu")
+    restored = build_stream_encoder(vlm_cfg(qwen, boundaries, resampler, stage1=str(tmp_path / "ckpt")), "cpu")
     restored.set_state("s", state)  # a worker's saved state (the head's with it) resumes the stream as it was
     cubes.append(live.flush("s"))
     assert torch.equal(restored.flush("s").tokens, cubes[-1].tokens)
@@ -85,7 +107,7 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
     for c, v in zip(cubes, trained):
         torch.testing.assert_close(c.tokens, v.tokens.reshape(-1, v.tokens.shape[-1]), rtol=1e-4, atol=1e-5)
 
-    no_temporal = vlm_cfg(qwen, boundaries, stage1=str(tmp_path / "ckpt"))
+    no_temporal = vlm_cfg(qwen, boundaries, resampler, stage1=str(tmp_path / "ckpt"))
     no_temporal.model.temporal_layers = 0
     with pytest.raises(VLMError, match="temporal_layers"):  # a checkpoint for an encoder the profile does not run
         build_stream_encoder(no_temporal, "cpu")
@@ -93,7 +115,16 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
         with pytest.raises(VLMError, match="stage-1 checkpoint"):  # an untrained head would cut at random
             build_stream_encoder(vlm_cfg(qwen, "head"), "cpu")
         with pytest.raises(VLMError, match="boundaries"):  # a trained head the profile would not run
-            build_stream_encoder(vlm_cfg(qwen, "change", stage1=str(tmp_path / "ckpt")), "cpu")
+            build_stream_encoder(vlm_cfg(qwen, "change", resampler, stage1=str(tmp_path / "ckpt")), "cpu")
+    if resampler == "attention":
+        with pytest.raises(VLMError, match="model.resampler: attention"):  # a trained resampler the profile would not run
+            build_stream_encoder(vlm_cfg(qwen, boundaries, "pool", stage1=str(tmp_path / "ckpt")), "cpu")
+        with pytest.raises(VLMError, match="do not fit"):  # trained for another cube grid: other queries
+            build_stream_encoder(vlm_cfg(qwen, boundaries, "attention", grid=(2, 2, 2), stage1=str(tmp_path / "ckpt")),
+                                 "cpu")
+    else:
+        with pytest.raises(VLMError, match="holds no encoder.resampler"):  # a checkpoint without one
+            build_stream_encoder(vlm_cfg(qwen, boundaries, "attention", stage1=str(tmp_path / "ckpt")), "cpu")
 
 
 def test_ray_train_the_vlm_profile_and_replay_with_its_checkpoint(qwen, llava, tmp_path):

@@ -9,6 +9,7 @@ from models.cubing import GumbelCubing
 from models.temporal import MambaTemporalEncoder
 from models.vlm import VLMError, load_vlm
 from models.vlm.answerer import VLMAnswerer
+from models.vlm.resampler import PooledCubeResampler
 from models.vlm.stream_encoder import VLMStreamEncoder
 
 
@@ -18,7 +19,7 @@ def build_stream_encoder(cfg: Config, device: str) -> VLMStreamEncoder:
     device = device if m.device == "auto" else m.device
     vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
     return VLMStreamEncoder(vision, tuple(m.cube_grid), m.min_frames, m.max_frames, temporal_encoder(cfg, vision.width),
-                            device, cubing_head(cfg, vision.width))
+                            device, cubing_head(cfg, vision.width), cube_resampler(cfg, vision.width))
 
 
 def build_answerer(cfg: Config, device: str) -> VLMAnswerer:
@@ -37,7 +38,7 @@ def temporal_encoder(cfg: Config, width: int) -> MambaTemporalEncoder | None:
     temporal = MambaTemporalEncoder(width, type(cfg.temporal)(**vars(cfg.temporal) | {"n_layers": m.temporal_layers}),
                                     identity=True)
     if cfg.stage1:
-        temporal.load_state_dict(_stage1_part(cfg, "encoder.temporal.", "model.temporal_layers"))
+        _load_part(temporal, cfg, "encoder.temporal.", "model.temporal_layers")
     return temporal
 
 
@@ -55,10 +56,23 @@ def cubing_head(cfg: Config, width: int, trained: bool = True) -> GumbelCubing |
         raise VLMError(f"model.boundaries head: {e}") from e
     head = GumbelCubing(width, rule)
     if cfg.stage1:
-        head.load_state_dict(_stage1_part(cfg, "encoder.cubing.", "model.boundaries: head"))
+        _load_part(head, cfg, "encoder.cubing.", "model.boundaries: head")
     elif trained:
         raise VLMError("model.boundaries head needs a stage-1 checkpoint that trained it (stage1:)")
     return head
+
+
+def cube_resampler(cfg: Config, width: int) -> PooledCubeResampler | None:
+    """The attention resampler over each closed cube's pooling where `model.resampler` is "attention": the pooling
+    itself until trained, its weights from the `stage1:` checkpoint where the profile names one."""
+    m = cfg.model
+    if m.resampler != "attention":
+        _unused(cfg, "encoder.resampler.", "model.resampler: attention")
+        return None
+    resampler = PooledCubeResampler(width, tuple(m.cube_grid))
+    if cfg.stage1:
+        _load_part(resampler, cfg, "encoder.resampler.", "model.resampler: attention")
+    return resampler
 
 
 def _unused(cfg: Config, prefix: str, setting: str) -> None:
@@ -69,10 +83,15 @@ def _unused(cfg: Config, prefix: str, setting: str) -> None:
         raise VLMError(f"stage1: {cfg.stage1} trained {prefix}* weights this profile would not run: set {setting}")
 
 
-def _stage1_part(cfg: Config, prefix: str, setting: str) -> dict:
+def _load_part(module, cfg: Config, prefix: str, setting: str) -> None:
+    """The `stage1:` checkpoint's `prefix`* weights into `module`: all of them, each of the module's shape."""
     from models.checkpoint import read_stage1, under_configs
 
     part = {k.removeprefix(prefix): v for k, v in read_stage1(under_configs(cfg.stage1)).items() if k.startswith(prefix)}
     if not part:
         raise VLMError(f"stage1: {cfg.stage1} holds no {prefix}* weights: it was not trained with {setting} as set here")
-    return part
+    try:
+        module.load_state_dict(part)
+    except RuntimeError as e:  # other layers or widths: trained for another VLM or other settings
+        raise VLMError(f"stage1: {cfg.stage1}'s {prefix}* weights do not fit this profile ({setting}, model.vlm, "
+                       f"model.cube_grid as trained): {e}") from e
