@@ -2,6 +2,7 @@
 train on the VLM's LM loss (the VLM frozen), what is trained is what the live stream encoder runs, and on Ray
 Train two CPU workers train it into a checkpoint that the profile loads (`stage1:`) and replays a benchmark
 with."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,28 +128,48 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
             build_stream_encoder(vlm_cfg(qwen, boundaries, "attention", stage1=str(tmp_path / "ckpt")), "cpu")
 
 
-def test_ray_train_the_vlm_profile_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
+def test_ray_train_the_vlm_profile_with_ddp_or_fsdp_resume_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
+    """Two gloo workers train the temporal encoder, head and resampler; under FSDP (the VLM sharded too) the same
+    steps give the same modules as under DDP, a run resumes exactly, and the checkpoint runs in the live path."""
     import ray
 
-    cfg = vlm_cfg(qwen, "head")
-    settings = Stage1Settings(dataset=str(llava), format="llava", steps=2, batch_size=1, lr=3e-3, save_every=2,
+    cfg = vlm_cfg(qwen, "head", "attention")
+    settings = Stage1Settings(dataset=str(llava), format="llava", steps=2, batch_size=1, lr=3e-3, save_every=1,
                               clip_seconds=8.0)
+    fsdp_settings = replace(settings, strategy="fsdp")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        result = train_stage1(cfg, settings, str(tmp_path / "store"), "vlm", workers=2)
+        ddp = train_stage1(cfg, settings, str(tmp_path / "store"), "ddp", workers=2)
+        fsdp = train_stage1(cfg, fsdp_settings, str(tmp_path / "store"), "fsdp", workers=2)
+        first = sorted(c.path for c, _ in fsdp.best_checkpoints)[0]  # step 1's
+        resumed = train_stage1(cfg, fsdp_settings, str(tmp_path / "store"), "resumed", workers=2, resume_from=first)
     finally:
         ray.shutdown()
-    assert result.metrics["step"] == 2 and result.metrics["lm"] > 0
-    state = read_stage1(result.checkpoint.path)
-    assert {k.split(".")[1] for k in state} == {"temporal", "cubing"}
-    # the out projections start at zero (the identity): trained, they moved
-    assert any(k.endswith("out_proj.weight") and v.abs().sum() > 0 for k, v in state.items())
+    assert ddp.metrics["step"] == fsdp.metrics["step"] == resumed.metrics["step"] == 2 and fsdp.metrics["lm"] > 0
+    state = read_stage1(fsdp.checkpoint.path)  # the trained modules alone, gathered whole from the shards
+    assert {k.split(".")[1] for k in state} == {"temporal", "cubing", "resampler"}
+    # the out projections start at zero (the identity, the pooling): trained, they moved
+    assert any(k.startswith("encoder.temporal.") and k.endswith("out_proj.weight") and v.abs().sum() > 0
+               for k, v in state.items())
+    assert state["encoder.resampler.out.weight"].abs().sum() > 0
+    # FSDP is the same training as DDP: the same modules after the same steps, to float rounding
+    by_ddp = read_stage1(ddp.checkpoint.path)
+    assert by_ddp.keys() == state.keys()
+    for k, v in state.items():
+        torch.testing.assert_close(v, by_ddp[k], rtol=1e-4, atol=1e-6)
+    # resuming from step 1's checkpoint makes the same step 2 exactly
+    again = read_stage1(resumed.checkpoint.path)
+    assert all(torch.equal(again[k], v) for k, v in state.items())
+    assert resumed.metrics["fixed_loss"] == fsdp.metrics["fixed_loss"]
 
+    methods = profile_methods(vlm_cfg(qwen, "head", "attention", stage1=str(Path(fsdp.checkpoint.path))))
+    encoder = methods[0].encoder
+    live = {f"encoder.{part}.{k}": v for part, module in (("temporal", encoder.temporal), ("cubing", encoder.head),
+                                                            ("resampler", encoder.resampler))
+            for k, v in module.state_dict().items()}
+    assert live.keys() == state.keys() and all(torch.equal(v, live[k]) for k, v in state.items())
     ovo = tmp_path / "ovo"
     export_synth(ovo, "ovo", videos=1, seconds=12.0, questions=2, first_seed=9)
-    methods = profile_methods(vlm_cfg(qwen, "head", stage1=str(Path(result.checkpoint.path))))
-    live = methods[0].encoder.temporal.state_dict() | {f"cubing.{k}": v for k, v in methods[0].encoder.head.state_dict().items()}
-    assert all(torch.equal(v, live[k.removeprefix("encoder.").removeprefix("temporal.")]) for k, v in state.items())
     res = replay(load_dataset(ovo, "ovo"), methods, cfg, log=lambda *_: None)
     assert set(res["methods"]) == {"adaptive", "recent-frames"} and not res["problems"]
     assert res["methods"]["adaptive"]["questions"] >= 1 and res["methods"]["adaptive"]["refused"] == 0

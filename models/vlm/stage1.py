@@ -61,6 +61,11 @@ class VLMStage1Model(nn.Module):
             own[f"{module}.{k.removeprefix(CHECKPOINT_KEYS[module])}"] = v
         self.load_state_dict(own)  # strict: a checkpoint of other modules or shapes is an error
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """The VLM's frozen modules that the forward runs, held beside this module rather than in it (its state is
+        the trained modules alone), for data-parallel training to shard with it."""
+        return [m for m in vars(self.vision).values() if isinstance(m, nn.Module)] + [self.language.model]
+
     def pool(self, frames: torch.Tensor) -> torch.Tensor:
         """A cube's [n, kh, kw, D] space-pooled frames -> its [t, kh, kw, D] tokens, as the live encoder closes it."""
         return self.resampler(frames) if self.resampler is not None else pool_cube(frames, self.grid)
