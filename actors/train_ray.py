@@ -2,19 +2,19 @@
 
 `TorchTrainer` runs one copy of the loop per worker (gloo on CPU, NCCL on GPUs, across as many nodes as the Ray
 cluster has), data parallel by DDP (each worker holds the whole model) or FSDP (`strategy="fsdp"`, the model's
-weights, frozen and trained, sharded over the workers: actors/sharding.py); each worker reads its own share of the dataset (`stream.datasets`, any format: a
-question's clip is the `clip_seconds` of video before it is asked, decoded at the sampler's rate). Every
-`save_every` steps and at the end rank 0 writes a checkpoint, which Ray Train copies to `storage` (a shared
-folder or a cloud URI on a cluster):
+weights, frozen and trained, sharded over the workers: actors/sharding.py); each worker reads its own share of
+the dataset (`stream.datasets`, any format: a question's clip is the `clip_seconds` of video before it is
+asked, decoded at the sampler's rate). Every `save_every` steps and at the end rank 0 writes a checkpoint,
+which Ray Train copies to `storage` (a shared folder or a cloud URI on a cluster):
 
     stage1.safetensors   the trained modules alone, keyed as model.safetensors (a profile's `stage1:` loads it)
     train_state.pt       optimizer state (whole, keyed by parameter name) and step, for resuming
 
 Resuming is exact: the batch of every step and its Gumbel noise are fixed by (seed, step, rank), so a run
-continued from step k's checkpoint makes the same steps as one that never stopped, under either strategy. A run restarted under the
-same name and storage continues from its latest checkpoint (Ray Train restores it); `resume_from` starts a
-new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the loss on the first
-samples without noise) are reported every step.
+continued from step k's checkpoint makes the same steps as one that never stopped, under either strategy. A
+run restarted under the same name and storage continues from its latest checkpoint (Ray Train restores it);
+`resume_from` starts a new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the
+loss on the first samples without noise) are reported every step.
 
 The loop is generic over what it trains: `build(cfg, settings)` makes the module (forward(batch, noise) ->
 losses with "total"; `trained_state()` / `load_trained(state)` name what a checkpoint keeps;
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from configs import Config
 from actors.sharding import full_state, load_optimizer_state, optimizer_state, shard
+from configs import Config
 from models.checkpoint import STAGE1_WEIGHTS
 from models.cubing import noise_weight
 from models.stage1 import ClipSample, Stage1Model
@@ -81,8 +81,8 @@ def base_model(cfg: Config, checkpoint: str | None):
 
 def build_stage1(cfg: Config, s: Stage1Settings):
     """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder, cubing head and
-    resampler (as the profile sets them) under both frozen halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower
-    and LLM."""
+    resampler (as the profile sets them) under both frozen halves (models/vlm/stage1.py); else the trained
+    model's streaming modules under its frozen tower and LLM."""
     if cfg.model.vlm:
         from models.vlm import load_vlm
         from models.vlm.profile import cube_resampler, cubing_head, temporal_encoder

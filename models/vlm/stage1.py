@@ -43,7 +43,8 @@ class VLMStage1Model(nn.Module):
         # the modules registered here are the trained ones: what DDP syncs and the optimizer moves
         self.temporal, self.head, self.resampler = temporal, head, resampler
         self.change = ChangeCubing(min_len, max_len)
-        language.model.requires_grad_(False)
+        for m in self.frozen_modules():
+            m.requires_grad_(False)
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         out = {}
