@@ -34,7 +34,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed steps per batch size (after one warm-up)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config value")
-    ap.add_argument("--workers", type=int, default=0, help="run on Ray Train with this many workers (default: in process)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="run on Ray Train with this many workers (default: in process)")
     ap.add_argument("--strategy", choices=STRATEGIES, default="ddp", help="with --workers: DDP or FSDP")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -90,8 +91,8 @@ def on_ray_train(cfg, args, sizes: list[int]) -> None:
         with tempfile.TemporaryDirectory() as d:
             export_synth(f"{d}/data", "llava", videos=args.workers * max(sizes), seconds=args.clip_seconds, questions=2)
             for b in sizes:
-                s = Stage1Settings(dataset=f"{d}/data", format="llava", steps=args.steps + 1, batch_size=b, save_every=1,
-                                   clip_seconds=args.clip_seconds, strategy=args.strategy)
+                s = Stage1Settings(dataset=f"{d}/data", format="llava", steps=args.steps + 1, batch_size=b,
+                                   save_every=1, clip_seconds=args.clip_seconds, strategy=args.strategy)
                 result = train_stage1(cfg, s, f"{d}/runs", f"bench-{b}", workers=args.workers, use_gpu=use_gpu)
                 rate = statistics.median(result.metrics_dataframe["samples_per_s"].tolist()[1:])  # after the warm-up
                 print(f"| {b} | {b * args.workers / rate:.3f} | {rate:.2f} |", flush=True)

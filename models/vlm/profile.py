@@ -2,7 +2,10 @@
 language side's answerer for the LLM actors, each loading only its half of the VLM."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
+
+import torch
 
 from configs import Config, ConfigError
 from models.cubing import GumbelCubing
@@ -35,8 +38,9 @@ def temporal_encoder(cfg: Config, width: int) -> MambaTemporalEncoder | None:
     if not m.temporal_layers:
         _unused(cfg, "encoder.temporal.", "model.temporal_layers as it was trained")
         return None
-    temporal = MambaTemporalEncoder(width, type(cfg.temporal)(**vars(cfg.temporal) | {"n_layers": m.temporal_layers}),
-                                    identity=True)
+    with _seeded(cfg):
+        layers = type(cfg.temporal)(**vars(cfg.temporal) | {"n_layers": m.temporal_layers})
+        temporal = MambaTemporalEncoder(width, layers, identity=True)
     if cfg.stage1:
         _load_part(temporal, cfg, "encoder.temporal.", "model.temporal_layers")
     return temporal
@@ -54,7 +58,8 @@ def cubing_head(cfg: Config, width: int, trained: bool = True) -> GumbelCubing |
         rule = replace(cfg.cubing, min_len=m.min_frames, max_len=m.max_frames, event_max_len=None)
     except ConfigError as e:
         raise VLMError(f"model.boundaries head: {e}") from e
-    head = GumbelCubing(width, rule)
+    with _seeded(cfg):
+        head = GumbelCubing(width, rule)
     if cfg.stage1:
         _load_part(head, cfg, "encoder.cubing.", "model.boundaries: head")
     elif trained:
@@ -69,10 +74,20 @@ def cube_resampler(cfg: Config, width: int) -> PooledCubeResampler | None:
     if m.resampler != "attention":
         _unused(cfg, "encoder.resampler.", "model.resampler: attention")
         return None
-    resampler = PooledCubeResampler(width, tuple(m.cube_grid))
+    with _seeded(cfg):
+        resampler = PooledCubeResampler(width, tuple(m.cube_grid))
     if cfg.stage1:
         _load_part(resampler, cfg, "encoder.resampler.", "model.resampler: attention")
     return resampler
+
+
+@contextmanager
+def _seeded(cfg: Config):
+    """A module built under the profile's seed: untrained (the identity, the pooling), it is the same in every
+    process, so a stream state one encoder worker saved resumes in another (the fingerprint hashes its weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        yield
 
 
 def _unused(cfg: Config, prefix: str, setting: str) -> None:
