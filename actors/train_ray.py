@@ -84,16 +84,17 @@ def build_stage1(cfg: Config, s: Stage1Settings):
     resampler (as the profile sets them) under both frozen halves (models/vlm/stage1.py); else the trained
     model's streaming modules under its frozen tower and LLM."""
     if cfg.model.vlm:
-        from models.vlm import load_vlm
+        from models.vlm import load_vlm, resolve_dtype
         from models.vlm.profile import cube_resampler, cubing_head, temporal_encoder
         from models.vlm.stage1 import VLMStage1Model
 
         m = cfg.model
         device = ("cuda" if torch.cuda.is_available() else "cpu") if m.device == "auto" else m.device
+        dtype = str(resolve_dtype(m.dtype, torch.device(device))).removeprefix("torch.")  # where it will run
         if s.strategy == "fsdp":  # loaded into host memory: FSDP moves each worker's shard to its GPU
             device = "cpu"
-        vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
-        language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
+        vision = load_vlm(m.vlm, "vision", dtype=dtype, device=device, max_pixels=m.max_pixels)
+        language = load_vlm(m.vlm, "language", dtype=dtype, device=device)
         return VLMStage1Model(vision, language, temporal_encoder(cfg, vision.width),
                               cubing_head(cfg, vision.width, trained=False), tuple(m.cube_grid), m.min_frames,
                               m.max_frames, rate_weight=s.rate_weight, resampler=cube_resampler(cfg, vision.width))
