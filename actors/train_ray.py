@@ -125,6 +125,11 @@ def batch_indices(n: int, step: int, rank: int, world: int, size: int, seed: int
     return out
 
 
+def noise_seed(seed: int, step: int, rank: int, world: int) -> int:
+    """The seed of rank `rank`'s Gumbel noise at `step`: the same on a resumed run."""
+    return seed * 1_000_003 + step * world + rank
+
+
 def _loop(config: dict) -> None:
     """One Ray Train worker's loop."""
     import ray.train
@@ -183,7 +188,7 @@ def _loop(config: dict) -> None:
         began = time.perf_counter()
         model.train()
         batch = [sample(i) for i in batch_indices(len(items), step, rank, world, s.batch_size, s.seed)]
-        torch.manual_seed(s.seed * 1_000_003 + step * world + rank)  # this step's Gumbel noise, the same on a resumed run
+        torch.manual_seed(noise_seed(s.seed, step, rank, world))
         parts = run(batch, noise_weight(step, s.steps, s.noise_anneal))
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()

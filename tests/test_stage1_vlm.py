@@ -2,7 +2,6 @@
 train on the VLM's LM loss (the VLM frozen), what is trained is what the live stream encoder runs, and on Ray
 Train two CPU workers train it into a checkpoint that the profile loads (`stage1:`) and replays a benchmark
 with."""
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from actors.benchmark import profile_methods, replay
-from actors.train_ray import Stage1Settings, build_stage1, clip_sample, train_stage1
+from actors.train_ray import Stage1Settings, batch_indices, build_stage1, clip_sample, noise_seed, train_stage1
 from configs import load_config
 from models.checkpoint import STAGE1_WEIGHTS, read_stage1
+from models.cubing import noise_weight
 from models.vlm import VLMError
 from models.vlm.profile import build_stream_encoder
 from stream.datasets import load_dataset
@@ -132,39 +132,55 @@ def test_the_streaming_modules_learn_and_run_as_trained_in_the_live_encoder(qwen
             build_stream_encoder(vlm_cfg(qwen, boundaries, "attention", stage1=str(tmp_path / "ckpt")), "cpu")
 
 
-def test_ray_train_the_vlm_profile_with_ddp_or_fsdp_resume_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
-    """Two gloo workers train the temporal encoder, head and resampler; under FSDP (the VLM sharded too) the same
-    steps give the same modules as under DDP, a run resumes exactly, and the checkpoint runs in the live path."""
+def test_ray_train_the_vlm_profile_with_fsdp_resume_and_replay_with_its_checkpoint(qwen, llava, tmp_path):
+    """Two gloo workers train the temporal encoder, head and resampler with FSDP (the VLM sharded too): a step is
+    the data-parallel step DDP makes, a run resumes exactly, and the checkpoint runs in the live path."""
     import ray
 
     cfg = vlm_cfg(qwen, "head", "attention")
     settings = Stage1Settings(dataset=str(llava), format="llava", steps=2, batch_size=1, lr=3e-3, save_every=1,
-                              clip_seconds=8.0)
-    fsdp_settings = replace(settings, strategy="fsdp")
+                              clip_seconds=8.0, strategy="fsdp")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        ddp = train_stage1(cfg, settings, str(tmp_path / "store"), "ddp", workers=2)
-        fsdp = train_stage1(cfg, fsdp_settings, str(tmp_path / "store"), "fsdp", workers=2)
+        fsdp = train_stage1(cfg, settings, str(tmp_path / "store"), "fsdp", workers=2)
         first = sorted(c.path for c, _ in fsdp.best_checkpoints)[0]  # step 1's
-        resumed = train_stage1(cfg, fsdp_settings, str(tmp_path / "store"), "resumed", workers=2, resume_from=first)
+        resumed = train_stage1(cfg, settings, str(tmp_path / "store"), "resumed", workers=2, resume_from=first)
     finally:
         ray.shutdown()
-    assert ddp.metrics["step"] == fsdp.metrics["step"] == resumed.metrics["step"] == 2 and fsdp.metrics["lm"] > 0
+    assert fsdp.metrics["step"] == resumed.metrics["step"] == 2 and fsdp.metrics["lm"] > 0
     state = read_stage1(fsdp.checkpoint.path)  # the trained modules alone, gathered whole from the shards
     assert {k.split(".")[1] for k in state} == {"temporal", "cubing", "resampler"}
     # the out projections start at zero (the identity, the pooling): trained, they moved
     assert any(k.startswith("encoder.temporal.") and k.endswith("out_proj.weight") and v.abs().sum() > 0
                for k, v in state.items())
     assert state["encoder.resampler.out.weight"].abs().sum() > 0
-    # FSDP is the same training as DDP: the same modules after the same steps, to float rounding
-    by_ddp = read_stage1(ddp.checkpoint.path)
-    assert by_ddp.keys() == state.keys()
-    for k, v in state.items():
-        torch.testing.assert_close(v, by_ddp[k], rtol=1e-4, atol=1e-6)
     # resuming from step 1's checkpoint makes the same step 2 exactly
     again = read_stage1(resumed.checkpoint.path)
-    assert all(torch.equal(again[k], v) for k, v in state.items())
+    assert again.keys() == state.keys() and all(torch.equal(again[k], v) for k, v in state.items())
     assert resumed.metrics["fixed_loss"] == fsdp.metrics["fixed_loss"]
+
+    # FSDP is the same training as DDP: its first step is the step DDP makes, computed here in one process (each
+    # rank's batch and noise, their gradients averaged as DDP's all-reduce averages them), to float rounding
+    torch.manual_seed(settings.seed)
+    model = build_stage1(cfg, settings)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    items = load_dataset(llava, "llava").items
+    losses = []
+    for rank in range(2):
+        batch = [clip_sample(items[i], cfg.sampler.fps, settings.clip_seconds)
+                 for i in batch_indices(len(items), 0, rank, 2, settings.batch_size, settings.seed)]
+        torch.manual_seed(noise_seed(settings.seed, 0, rank, 2))
+        losses.append(model(batch, noise_weight(0, settings.steps, settings.noise_anneal))["total"])
+    (sum(losses) / 2).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    after_one = read_stage1(first)
+    assert after_one["encoder.resampler.out.weight"].abs().sum() > 0  # the step moved it from zero
+    reference = model.trained_state()
+    assert reference.keys() == after_one.keys()
+    for k, v in reference.items():
+        torch.testing.assert_close(after_one[k], v, rtol=1e-4, atol=1e-6)
 
     methods = profile_methods(vlm_cfg(qwen, "head", "attention", stage1=str(Path(fsdp.checkpoint.path))))
     encoder = methods[0].encoder
