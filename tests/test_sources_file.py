@@ -5,7 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from configs import SamplerConfig
+from configs import SamplerConfig, SourceConfig
 from stream.sampler import Sampler
 from stream.sources import SourceFailed, open_source
 from stream.synth import SynthWorld
@@ -15,11 +15,11 @@ pytestmark = pytest.mark.timeout(60)
 FPS, SECONDS = 10, 3
 
 
-def write_clip(path, codec: str) -> SynthWorld:
+def write_clip(path, codec: str, crf: int = 18) -> SynthWorld:
     """Encode SECONDS of the synthetic camera at FPS; returns the world, the ground truth of every frame."""
     world = SynthWorld(7, width=64, height=64, noise=0.0)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=FPS, options={"crf": "18"} if codec == "libx264" else {"b": "2M"})
+        stream = out.add_stream(codec, rate=FPS, options={"crf": str(crf)} if codec == "libx264" else {"b": "2M"})
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         for i in range(FPS * SECONDS):
             frame = av.VideoFrame.from_ndarray(world.frame_at(i / FPS), format="rgb24")
@@ -47,6 +47,24 @@ async def test_file_frames_match_the_source(clip):
         assert err < 6, (f.pts, err)
     st = source.status
     assert (st.state, st.frames_decoded, st.frames_sampled, st.frames_dropped) == ("ended", FPS * SECONDS, 2 * SECONDS, 0)
+
+
+async def test_skip_loop_filter(tmp_path):
+    """Without the deblocking filter the frames are not the standard decode's, but close to it (and to the truth)."""
+    path = tmp_path / "clip.mp4"
+    world = write_clip(path, "libx264", crf=36)  # coarse enough that the filter has edges to smooth
+
+    async def frames(skip: bool) -> list:
+        async with Sampler(open_source(str(path), SourceConfig(skip_loop_filter=skip)), SamplerConfig(fps=FPS)) as s:
+            return [f async for f in s]
+
+    fast, full = await frames(True), await frames(False)
+    assert [f.pts for f in fast] == [f.pts for f in full] and len(fast) == FPS * SECONDS
+    diff = np.array([np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(fast, full)])
+    assert diff.max() > 0  # the option reached the decoder
+    assert diff.mean() < 3, diff
+    for f in fast:
+        assert np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean() < 12
 
 
 async def test_loop(tmp_path):

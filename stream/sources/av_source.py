@@ -88,13 +88,16 @@ class FileSource(Source):
 
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
-    """Decode the first video stream on `cfg.decode_threads` threads; convert only the frames `keep` wants,
+    """Decode the first video stream on `cfg.decode_threads` threads (without deblocking where
+    `cfg.skip_loop_filter`); convert only the frames `keep` wants,
     reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
     cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
     stream = container.streams.video[0]
     stream.codec_context.thread_count = source.cfg.decode_threads
+    if source.cfg.skip_loop_filter:
+        stream.codec_context.options = {"skip_loop_filter": "all"}  # read when the decoder opens, at its first packet
     lag = Lag(source.cfg.max_lag) if source.live and not realtime else None
     start = None  # (stream time, wall time) of the first frame, for pacing
     for packet in container.demux(stream):
