@@ -322,6 +322,15 @@ class RuntimeConfig:
     llm_gpus: float = 0.0
     max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
     ingest_workers: int = 1  # ingest processes beside each encoder, on its node; each decodes many streams on threads
+    # Niceness added to the ingest workers' processes: past capacity the cores go first to the encoders, the
+    # LLM, the controller and Ray, and the decoding falls behind instead (then sheds frames: source.max_lag),
+    # so the encoder keeps its full rate and questions keep their latency however many cameras are added.
+    ingest_nice: int = 5
+    # Packets an ingest worker decodes at once, across all its streams (0: one per core of its node)
+    ingest_decoders: int = 0
+    # Seconds an ingest worker holds a sampled frame for the frames of its other streams, to send them to the
+    # encoder in one call and one batched pass (several times less CPU a frame than one by one)
+    batch_wait: float = 0.1
     request_timeout: float = 30.0  # seconds any call across actors may take before the caller gives up
     health_interval: float = 1.0  # seconds between the controller's checks of its actors
     state_every: int = 1  # closed cubes between saves of a stream's encoder state (also saved at each compaction)
@@ -331,6 +340,12 @@ class RuntimeConfig:
                   "health_interval", "state_every")
         if self.encoder_gpus < 0 or self.llm_gpus < 0:
             raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
+        if self.ingest_decoders < 0:
+            raise ConfigError(f"runtime.ingest_decoders must be >= 0, got {self.ingest_decoders!r}")
+        if self.batch_wait < 0:
+            raise ConfigError(f"runtime.batch_wait must be >= 0, got {self.batch_wait!r}")
+        if not 0 <= self.ingest_nice <= 19:
+            raise ConfigError(f"runtime.ingest_nice must lie in [0, 19], got {self.ingest_nice!r}")
 
 
 @dataclass

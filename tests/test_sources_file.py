@@ -1,5 +1,6 @@
 """Files (any container FFmpeg reads) and the synthetic camera as sources."""
 import asyncio
+import threading
 
 import av
 import numpy as np
@@ -65,6 +66,43 @@ async def test_skip_loop_filter(tmp_path):
     assert diff.mean() < 3, diff
     for f in fast:
         assert np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean() < 12
+
+
+class RecordingGate:
+    """A decode gate of one that records how many decodes held it at once."""
+
+    def __init__(self):
+        self.lock, self.count, self.holders, self.most = threading.Lock(), threading.Lock(), 0, 0
+
+    def __enter__(self):
+        self.lock.acquire()
+        with self.count:
+            self.holders += 1
+            self.most = max(self.most, self.holders)
+
+    def __exit__(self, *exc):
+        with self.count:
+            self.holders -= 1
+        self.lock.release()
+
+
+async def test_sources_sharing_a_decode_gate_decode_one_packet_at_a_time_and_lose_nothing(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, "libx264")
+    gate = RecordingGate()
+
+    async def frames(gated: bool) -> list:
+        source = open_source(str(path))
+        source.decode_gate = gate if gated else None
+        async with Sampler(source, SamplerConfig(fps=FPS)) as sampler:
+            return [f async for f in sampler]
+
+    gated = await asyncio.gather(*(frames(True) for _ in range(3)))
+    plain = await frames(False)
+    assert gate.most == 1
+    for got in gated:
+        assert [f.pts for f in got] == [f.pts for f in plain] and len(got) == FPS * SECONDS
+        assert all((a.image == b.image).all() for a, b in zip(got, plain))
 
 
 async def test_loop(tmp_path):

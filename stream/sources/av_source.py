@@ -1,6 +1,7 @@
 """RTSP/RTSPS cameras and media files, decoded by FFmpeg through PyAV."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -89,7 +90,7 @@ class FileSource(Source):
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
     """Decode the first video stream on `cfg.decode_threads` threads (without deblocking where
-    `cfg.skip_loop_filter`); convert only the frames `keep` wants,
+    `cfg.skip_loop_filter`), each packet under `source.decode_gate`; convert only the frames `keep` wants,
     reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
     cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
@@ -107,7 +108,9 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
             if skip:
                 source.status.frames_skipped += 1
                 continue
-        for vf in packet.decode():
+        with source.decode_gate or contextlib.nullcontext():
+            decoded = packet.decode()
+        for vf in decoded:
             arrival = time.monotonic()
             pts = source._decoded(vf.time, arrival)
             if realtime:
