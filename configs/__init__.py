@@ -239,6 +239,11 @@ class SamplerConfig:
         _positive(self, "fps", "queue_size", "max_delay")
 
 
+# FFmpeg's hardware device types (av_hwdevice_get_type_name)
+HW_DEVICE_TYPES = ("cuda", "vaapi", "qsv", "vdpau", "drm", "opencl", "vulkan", "videotoolbox", "d3d11va", "dxva2",
+                   "d3d12va", "mediacodec", "amf")
+
+
 @dataclass
 class SourceConfig:
     """How live sources connect, notice a dead camera, and reconnect (stream/sources)."""
@@ -258,6 +263,10 @@ class SourceConfig:
     # PSNR on the ingest benchmark's clip, at full size and at the model's) that can build up between
     # keyframes; reduced to the model's input size they do not show. False decodes to the standard.
     skip_loop_filter: bool = True
+    # Hardware decoding through FFmpeg (PyAV's HWAccel): "cuda" (NVDEC), "vaapi", "qsv", ...; None decodes on
+    # the CPU. A codec the device cannot decode falls back to the CPU; a device that cannot be opened fails
+    # the source with an error that says so.
+    hwaccel: str | None = None
     # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
     # ends with an error that says so and it reconnects, even while the connection itself stays alive
     # (an RTSP camera whose media stops while its RTCP reports go on).
@@ -267,6 +276,8 @@ class SourceConfig:
         _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
+        if self.hwaccel is not None and self.hwaccel not in HW_DEVICE_TYPES:
+            raise ConfigError(f"source.hwaccel must be null or one of {', '.join(HW_DEVICE_TYPES)}, got {self.hwaccel!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
         if not 0.0 <= self.backoff_jitter <= 1.0:

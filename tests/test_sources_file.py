@@ -105,6 +105,29 @@ async def test_sources_sharing_a_decode_gate_decode_one_packet_at_a_time_and_los
         assert all((a.image == b.image).all() for a, b in zip(got, plain))
 
 
+async def test_hardware_decoding_decodes_or_says_it_is_not_there(tmp_path):
+    """source.hwaccel: cuda decodes like the CPU where NVDEC is (the GPU machine), and where it is not, the
+    source fails at once with an error that names the setting (no retries, no FFmpeg error per packet)."""
+    path = tmp_path / "clip.mp4"
+    world = write_clip(path, "libx264")
+    source = open_source(str(path), SourceConfig(hwaccel="cuda"))
+    try:
+        async with Sampler(source, SamplerConfig(fps=2)) as sampler:
+            frames = [f async for f in sampler]
+    except SourceFailed as e:
+        assert "source.hwaccel: cuda" in str(e) and "not available" in str(e)
+        assert source.status.state == "failed" and source.status.reconnects == 0
+        return
+    assert len(frames) == 2 * SECONDS
+    for f in frames:
+        assert np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean() < 6
+
+
+def test_hwaccel_names_are_checked():
+    with pytest.raises(ValueError, match="source.hwaccel"):
+        SourceConfig(hwaccel="nvdec")
+
+
 async def test_loop(tmp_path):
     path = tmp_path / "clip.mp4"
     write_clip(path, "libx264")

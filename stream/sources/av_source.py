@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
+from av.codec.hwaccel import HWAccel
 
 from configs import SourceConfig
 from stream.frame import Frame
@@ -37,8 +38,9 @@ class RtspSource(Source):
 
     def _read(self, keep: Keep) -> Iterator[Frame]:
         cfg, t0 = self.cfg, time.monotonic()
+        hwaccel = hardware(self.status.spec, cfg)
         try:
-            container = av.open(self.url, options=self.options,
+            container = av.open(self.url, options=self.options, hwaccel=hwaccel,
                                 timeout=(cfg.open_timeout, min(cfg.read_timeout, cfg.frame_timeout)))
         except (av.FFmpegError, OSError) as e:
             raise SourceError(f"{self.status.spec}: cannot open: {self._explain(e, time.monotonic() - t0)}") from e
@@ -73,8 +75,9 @@ class FileSource(Source):
         self.live, self.restart_on_end = realtime, loop
 
     def _read(self, keep: Keep) -> Iterator[Frame]:
+        hwaccel = hardware(self.path, self.cfg)
         try:
-            container = av.open(self.path)
+            container = av.open(self.path, hwaccel=hwaccel)
         except (av.FFmpegError, OSError) as e:  # a file does not get better by retrying
             raise SourceFailed(f"{self.path}: cannot open: {getattr(e, 'strerror', None) or e}") from e
         try:
@@ -86,6 +89,20 @@ class FileSource(Source):
 
     def _retry_delay(self) -> float:
         return 0.0  # looping: start over at once
+
+
+def hardware(spec: str, cfg: SourceConfig) -> HWAccel | None:
+    """The hardware decoder `cfg.hwaccel` names, its device opened now: a machine without it fails the
+    source with an error that says so, not each packet with FFmpeg's."""
+    if cfg.hwaccel is None:
+        return None
+    accel = HWAccel(device_type=cfg.hwaccel, allow_software_fallback=True)
+    try:
+        accel.create(av.Codec("h264", "r"))
+    except (av.FFmpegError, OSError) as e:
+        raise SourceFailed(f"{spec}: hardware decoding (source.hwaccel: {cfg.hwaccel}) is not available on this "
+                           f"machine ({getattr(e, 'strerror', None) or e}); set source.hwaccel: null") from e
+    return accel
 
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
