@@ -184,10 +184,11 @@ def profile_methods(cfg: Config, encoder: CubeEncoder | None = None, llm=None, r
 
 
 def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str) -> list[Method]:
-    """For a VLM, a frame of the baseline is a cube of one frame pooled to the same space grid (t = 1)."""
+    """For a VLM, a frame of the baseline is a cube of one frame pooled to the same space grid (t = 1); the
+    profile's resampler (queries for its cube grid) is the adaptive method's alone."""
     from models.vlm import load_vlm
     from models.vlm.answerer import VLMAnswerer
-    from models.vlm.profile import cubing_head, temporal_encoder
+    from models.vlm.profile import cube_resampler, cubing_head, temporal_encoder
     from models.vlm.stream_encoder import VLMStreamEncoder
 
     m = cfg.model
@@ -196,8 +197,9 @@ def _vlm_methods(cfg: Config, recent_cfg, recent_frames: int | None, device: str
     language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
     grid, frame_grid = tuple(m.cube_grid), (1, *m.cube_grid[1:])
     temporal = temporal_encoder(cfg, vision.width)
-    head = cubing_head(cfg, vision.width)
-    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device, head),
+    head, resampler = cubing_head(cfg, vision.width), cube_resampler(cfg, vision.width)
+    return [Method("adaptive", VLMStreamEncoder(vision, grid, m.min_frames, m.max_frames, temporal, device, head,
+                                                resampler),
                    VLMAnswerer(language, cfg.answer, grid)),
             Method("recent-frames", VLMStreamEncoder(vision, frame_grid, 1, 1, temporal, device),
                    VLMAnswerer(language, recent_cfg, frame_grid), newest=recent_frames)]

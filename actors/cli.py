@@ -165,7 +165,8 @@ def cmd_train_stage1(args) -> int:
     s = Stage1Settings(dataset=os.path.abspath(args.dataset), format=args.format, steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, clip_seconds=args.clip_seconds, fps=args.fps,
                        save_every=args.save_every, train_projector=not args.no_projector,
-                       checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else None, seed=args.seed)
+                       checkpoint=os.path.abspath(args.checkpoint) if args.checkpoint else None, seed=args.seed,
+                       strategy=args.strategy)
     ray.init(address=args.address, include_dashboard=False)
     result = train_stage1(cfg, s, os.path.abspath(args.storage) if "://" not in args.storage else args.storage,
                           args.name, workers=args.workers, use_gpu=args.gpu,
@@ -496,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="stage1", help="the run's name; rerun the same name and storage to resume")
     p.add_argument("--workers", type=int, default=2, help="data-parallel workers (one GPU each with --gpu)")
     p.add_argument("--gpu", action="store_true", help="a GPU per worker (NCCL); else CPU workers with gloo")
+    p.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
+                   help="ddp: the whole model on every worker; fsdp: its weights (the frozen VLM's too) sharded "
+                        "over the workers, for a VLM too big for one GPU")
     p.add_argument("--address", help="the Ray cluster to run on (default: a local one)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=4, help="samples per worker per step")

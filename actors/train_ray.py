@@ -1,22 +1,24 @@
 """`cubestream train-stage1`: stage-1 training (`models/stage1.py`) on Ray Train, data parallel.
 
-`TorchTrainer` runs one copy of the loop per worker (DDP: gloo on CPU, NCCL on GPUs, across as many nodes as
-the Ray cluster has); each worker reads its own share of the dataset (`stream.datasets`, any format: a
-question's clip is the `clip_seconds` of video before it is asked, decoded at the sampler's rate). Every
-`save_every` steps and at the end rank 0 writes a checkpoint, which Ray Train copies to `storage` (a shared
-folder or a cloud URI on a cluster):
+`TorchTrainer` runs one copy of the loop per worker (gloo on CPU, NCCL on GPUs, across as many nodes as the Ray
+cluster has), data parallel by DDP (each worker holds the whole model) or FSDP (`strategy="fsdp"`, the model's
+weights, frozen and trained, sharded over the workers: actors/sharding.py); each worker reads its own share of
+the dataset (`stream.datasets`, any format: a question's clip is the `clip_seconds` of video before it is
+asked, decoded at the sampler's rate). Every `save_every` steps and at the end rank 0 writes a checkpoint,
+which Ray Train copies to `storage` (a shared folder or a cloud URI on a cluster):
 
     stage1.safetensors   the trained modules alone, keyed as model.safetensors (a profile's `stage1:` loads it)
-    train_state.pt       optimizer state and step, for resuming
+    train_state.pt       optimizer state (whole, keyed by parameter name) and step, for resuming
 
 Resuming is exact: the batch of every step and its Gumbel noise are fixed by (seed, step, rank), so a run
-continued from step k's checkpoint makes the same steps as one that never stopped. A run restarted under the
-same name and storage continues from its latest checkpoint (Ray Train restores it); `resume_from` starts a
-new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the loss on the first
-samples without noise) are reported every step.
+continued from step k's checkpoint makes the same steps as one that never stopped, under either strategy. A
+run restarted under the same name and storage continues from its latest checkpoint (Ray Train restores it);
+`resume_from` starts a new run from any checkpoint folder. Metrics (losses, samples/s, and at checkpoints the
+loss on the first samples without noise) are reported every step.
 
 The loop is generic over what it trains: `build(cfg, settings)` makes the module (forward(batch, noise) ->
-losses with "total"; `trained_state()` / `load_trained(state)` name what a checkpoint keeps) and
+losses with "total"; `trained_state()` / `load_trained(state)` name what a checkpoint keeps;
+`frozen_modules()` lists the frozen modules its forward runs that are not its submodules, for FSDP to shard) and
 `sample(record, fps, clip_seconds)` turns a dataset record into a batch item; stage 1 (`build_stage1`,
 `clip_sample`) is the one this project trains.
 """
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from actors.sharding import full_state, load_optimizer_state, optimizer_state, shard
 from configs import Config
 from models.checkpoint import STAGE1_WEIGHTS
 from models.cubing import noise_weight
@@ -40,6 +43,7 @@ from stream.datasets import VideoError, VideoQA, decode_frames, load_dataset
 
 TRAIN_STATE = "train_state.pt"
 FIXED_SAMPLES = 2  # the loss without noise on the dataset's first samples, reported at each checkpoint
+STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass
@@ -58,8 +62,11 @@ class Stage1Settings:
     train_projector: bool = True
     checkpoint: str | None = None  # the profile's weights to start from (default: its own)
     seed: int = 0
+    strategy: str = "ddp"  # "ddp": the whole model on every worker; "fsdp": sharded over them (actors/sharding.py)
 
     def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"stage1: strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         for name in ("steps", "batch_size", "lr", "clip_seconds", "save_every"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"stage1: {name} must be positive, got {getattr(self, name)!r}")
@@ -73,21 +80,24 @@ def base_model(cfg: Config, checkpoint: str | None):
 
 
 def build_stage1(cfg: Config, s: Stage1Settings):
-    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder and cubing head under
-    both frozen halves (models/vlm/stage1.py); else the trained model's streaming modules under its frozen tower
-    and LLM."""
+    """The profile's stage-1 model: for a pretrained VLM (`model.vlm`), its temporal encoder, cubing head and
+    resampler (as the profile sets them) under both frozen halves (models/vlm/stage1.py); else the trained
+    model's streaming modules under its frozen tower and LLM."""
     if cfg.model.vlm:
-        from models.vlm import load_vlm
-        from models.vlm.profile import cubing_head, temporal_encoder
+        from models.vlm import load_vlm, resolve_dtype
+        from models.vlm.profile import cube_resampler, cubing_head, temporal_encoder
         from models.vlm.stage1 import VLMStage1Model
 
         m = cfg.model
         device = ("cuda" if torch.cuda.is_available() else "cpu") if m.device == "auto" else m.device
-        vision = load_vlm(m.vlm, "vision", dtype=m.dtype, device=device, max_pixels=m.max_pixels)
-        language = load_vlm(m.vlm, "language", dtype=m.dtype, device=device)
+        dtype = str(resolve_dtype(m.dtype, torch.device(device))).removeprefix("torch.")  # where it will run
+        if s.strategy == "fsdp":  # loaded into host memory: FSDP moves each worker's shard to its GPU
+            device = "cpu"
+        vision = load_vlm(m.vlm, "vision", dtype=dtype, device=device, max_pixels=m.max_pixels)
+        language = load_vlm(m.vlm, "language", dtype=dtype, device=device)
         return VLMStage1Model(vision, language, temporal_encoder(cfg, vision.width),
                               cubing_head(cfg, vision.width, trained=False), tuple(m.cube_grid), m.min_frames,
-                              m.max_frames, rate_weight=s.rate_weight)
+                              m.max_frames, rate_weight=s.rate_weight, resampler=cube_resampler(cfg, vision.width))
     encoder, llm = base_model(cfg, s.checkpoint)
     return Stage1Model(cfg, encoder, llm, train_projector=s.train_projector, rate_weight=s.rate_weight)
 
@@ -113,6 +123,11 @@ def batch_indices(n: int, step: int, rank: int, world: int, size: int, seed: int
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         out.append(int(torch.randperm(n, generator=g)[i]))
     return out
+
+
+def noise_seed(seed: int, step: int, rank: int, world: int) -> int:
+    """The seed of rank `rank`'s Gumbel noise at `step`: the same on a resumed run."""
+    return seed * 1_000_003 + step * world + rank
 
 
 def _loop(config: dict) -> None:
@@ -159,19 +174,22 @@ def _loop(config: dict) -> None:
             model.load_trained(load_file(str(Path(d) / STAGE1_WEIGHTS)))
             state = torch.load(Path(d) / TRAIN_STATE, weights_only=False)
         start, opt_state = state["step"], state["optimizer"]
-    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    if s.strategy == "fsdp":
+        run = shard(model, model.frozen_modules(), ray.train.torch.get_device())
+    else:
+        run = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     if opt_state is not None:
-        opt.load_state_dict(opt_state)
+        load_optimizer_state(model, opt, opt_state)
     fixed = [sample(i) for i in range(min(FIXED_SAMPLES, len(items)))]
 
     for step in range(start, s.steps):
         began = time.perf_counter()
         model.train()
         batch = [sample(i) for i in batch_indices(len(items), step, rank, world, s.batch_size, s.seed)]
-        torch.manual_seed(s.seed * 1_000_003 + step * world + rank)  # this step's Gumbel noise, the same on a resumed run
-        parts = ddp(batch, noise_weight(step, s.steps, s.noise_anneal))
+        torch.manual_seed(noise_seed(s.seed, step, rank, world))
+        parts = run(batch, noise_weight(step, s.steps, s.noise_anneal))
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -187,11 +205,12 @@ def _loop(config: dict) -> None:
             continue
         model.eval()
         with torch.no_grad():
-            metrics["fixed_loss"] = float(model(fixed, 0.0)["total"])
+            metrics["fixed_loss"] = float(run(fixed, 0.0)["total"])
+        trained, opt_state = full_state(model.trained_state()), optimizer_state(model, opt)  # every rank: collectives
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
-                save_file(model.trained_state(), str(Path(d) / STAGE1_WEIGHTS))
-                torch.save({"step": done, "optimizer": opt.state_dict(), "settings": asdict(s)}, Path(d) / TRAIN_STATE)
+                save_file(trained, str(Path(d) / STAGE1_WEIGHTS))
+                torch.save({"step": done, "optimizer": opt_state, "settings": asdict(s)}, Path(d) / TRAIN_STATE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
 
 

@@ -134,6 +134,8 @@ class ModelConfig:
     temporal_layers: int = 0  # Mamba blocks over the pooled frames before cubing, the identity until trained
     boundaries: str = "change"  # where cubes end: "change" (the training-free rule) or "head" (the Gumbel head of
     #   `cubing:`, trained by stage 1: the profile's `stage1:` checkpoint must hold it)
+    resampler: str = "pool"  # a closed cube's tokens: "pool" (averaged to cube_grid, no parameters) or "attention"
+    #   (Quicksviewer's resampler over the pooling, models/vlm/resampler.py: the pooling until stage 1 trains it)
 
     def __post_init__(self):
         if self.vlm is not None and not self.vlm.strip():
@@ -153,6 +155,8 @@ class ModelConfig:
             raise ConfigError(f"model.temporal_layers must be >= 0, got {self.temporal_layers!r}")
         if self.boundaries not in ("change", "head"):
             raise ConfigError(f"model.boundaries must be 'change' or 'head', got {self.boundaries!r}")
+        if self.resampler not in ("pool", "attention"):
+            raise ConfigError(f"model.resampler must be 'pool' or 'attention', got {self.resampler!r}")
 
 
 @dataclass

@@ -20,21 +20,29 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def sincos_3d(frames: int, grid: int, dim: int, device=None) -> torch.Tensor:
-    """Position codes for a cube of `frames` x grid x grid tokens -> [frames * grid * grid, dim]."""
+def sincos_3d(frames: int, grid: int | tuple[int, int], dim: int, device=None) -> torch.Tensor:
+    """Position codes for a cube of `frames` x grid tokens (grid: rows, columns; an int is a square) ->
+    [frames * rows * columns, dim]."""
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
+    d_t, d_h, d_w = sincos_split(dim)
+    t, h, w = torch.meshgrid(torch.arange(frames, device=device), torch.arange(rows, device=device),
+                             torch.arange(cols, device=device), indexing="ij")
+    return torch.cat([sincos_1d(t.flatten(), d_t), sincos_1d(h.flatten(), d_h), sincos_1d(w.flatten(), d_w)], dim=-1)
+
+
+def sincos_split(dim: int) -> tuple[int, int, int]:
+    """The dimensions of time, rows and columns in a position code of width `dim` (t:h:w = 2:3:3, each even)."""
     d_t = dim * 2 // 8 // 2 * 2
     d_h = dim * 3 // 8 // 2 * 2
-    d_w = dim - d_t - d_h
-    t, h, w = torch.meshgrid(torch.arange(frames, device=device), torch.arange(grid, device=device),
-                             torch.arange(grid, device=device), indexing="ij")
-    return torch.cat([sincos_1d(t.flatten(), d_t), sincos_1d(h.flatten(), d_h), sincos_1d(w.flatten(), d_w)], dim=-1)
+    if dim % 2 or (dim - d_t - d_h) % 2:
+        raise ValueError(f"resampler width {dim} cannot be split into even t:h:w position codes")
+    return d_t, d_h, dim - d_t - d_h
 
 
 class CubeResampler(nn.Module):
     def __init__(self, dim: int, grid: int, cfg: ResamplerConfig):
         super().__init__()
-        if dim % 2 or (dim - dim * 2 // 8 // 2 * 2 - dim * 3 // 8 // 2 * 2) % 2:
-            raise ValueError(f"resampler width {dim} cannot be split into even t:h:w position codes")
+        sincos_split(dim)  # a width the position codes fit
         self.dim, self.grid = dim, grid
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, dim) * dim**-0.5)
         self.attn = nn.MultiheadAttention(dim, cfg.num_heads, batch_first=True)

@@ -56,6 +56,10 @@ class Stage1Model(nn.Module):
     def load_trained(self, state: dict[str, torch.Tensor]) -> None:
         apply_stage1(self.encoder, self.llm, state)
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """Frozen modules the forward runs beside this module's own: none (the tower and LLM are submodules)."""
+        return []
+
     def forward(self, batch: list[ClipSample], noise: float) -> dict[str, torch.Tensor]:
         prompts, rate, z = [], [], []
         for s in batch:

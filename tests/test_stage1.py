@@ -61,6 +61,11 @@ def test_batches_cover_the_data_and_differ_by_rank():
     assert noise_weight(0, 10, 0.6) == pytest.approx(1.0) and noise_weight(6, 10, 0.6) == pytest.approx(0.01)
 
 
+def test_settings_refuse_an_unknown_strategy():
+    with pytest.raises(ValueError, match="strategy must be one of ddp, fsdp"):
+        Stage1Settings(dataset="d", format="llava", strategy="zero")
+
+
 def test_ray_train_two_cpu_workers_checkpoint_resume_and_live_path(llava, tmp_path):
     import ray
 

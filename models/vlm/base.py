@@ -83,8 +83,15 @@ class LanguageSide(ABC):
     def __init__(self, model, tokenizer, eos_ids: Sequence[int]):
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = list(dict.fromkeys(eos_ids))
-        self.device = self.embedding.weight.device
-        self.dtype = self.embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (read each time: training with FSDP moves them after loading)."""
+        return self.embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
 
     # ---- what each family says ----
 

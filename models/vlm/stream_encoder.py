@@ -23,6 +23,7 @@ from models.stream_encoder import StreamInputError, check_push
 from models.temporal import MambaTemporalEncoder
 from models.vlm.base import VisionSide
 from models.vlm.cubes import ChangeCubing, ChangeState, frame_feature, pool_frame, pool_time
+from models.vlm.resampler import PooledCubeResampler
 from stream.cube import Cube
 
 STATE_VERSION = 1
@@ -42,16 +43,20 @@ class _Stream:
 class VLMStreamEncoder:
     def __init__(self, vision: VisionSide, grid: tuple[int, int, int] | None, min_len: int, max_len: int,
                  temporal: MambaTemporalEncoder | None = None, device: str | torch.device = "cpu",
-                 head: GumbelCubing | None = None):
+                 head: GumbelCubing | None = None, resampler: PooledCubeResampler | None = None):
         """grid: the cube's (t, kh, kw) token grid, K = t*kh*kw; None keeps each frame's tokens as they are
         (then min_len = max_len = 1: one frame a cube). head: a trained Gumbel cubing head (stage 1) that
-        decides the boundaries instead of the change rule, by its own online rule and lengths."""
+        decides the boundaries instead of the change rule, by its own online rule and lengths. resampler: what
+        makes a closed cube's K tokens from its frames (default: pooling them in time)."""
         if grid is None and max_len != 1:
             raise ValueError("without a cube grid (no pooling) a cube is one frame: max_len must be 1")
         self.vision, self.grid = vision, grid
         self.cubing = ChangeCubing(min_len, max_len)
         self.temporal = temporal.to(device).eval() if temporal is not None else None
         self.head = head.to(device).eval() if head is not None else None
+        self.resampler = resampler.to(device).eval() if resampler is not None else None
+        if self.resampler is not None and (grid is None or self.resampler.grid != tuple(grid)):
+            raise ValueError(f"the resampler makes cubes of grid {self.resampler.grid}, not {grid}")
         if self.head is not None and grid is None:
             raise ValueError("the cubing head reads pooled frames: give a cube grid")
         if self.temporal is not None and grid is None:
@@ -69,7 +74,7 @@ class VLMStreamEncoder:
         stream state resumes only under the same."""
         h = hashlib.sha256(repr((self.grid, self.cubing.min_len, self.cubing.max_len)).encode())
         modules = [m for m in vars(self.vision).values() if isinstance(m, torch.nn.Module)]
-        modules += [m for m in (self.temporal, self.head) if m is not None]
+        modules += [m for m in (self.temporal, self.head, self.resampler) if m is not None]
         for m in modules:
             for name, t in sorted(m.state_dict().items()):
                 h.update(name.encode())
@@ -168,7 +173,9 @@ class VLMStreamEncoder:
         return cubes
 
     def _close(self, stream_id: str, s: _Stream, score: float, forced: bool) -> Cube:
-        tokens = pool_time(torch.stack(s.open_frames), None if self.grid is None else self.grid[0])
+        frames = torch.stack(s.open_frames)
+        tokens = self.resampler(frames) if self.resampler is not None else \
+            pool_time(frames, None if self.grid is None else self.grid[0])
         cube = Cube(stream_id=stream_id, index=s.next_index, start=s.open_start, end=s.last_pts,
                     num_frames=len(s.open_frames), tokens=tokens.reshape(-1, tokens.shape[-1]).float().cpu(),
                     score=score, forced=forced)
