@@ -35,10 +35,11 @@ class Ingest:
     attached first, which restores the stream from its snapshot."""
 
     def __init__(self, stream_id: str, spec: str, cfg: Config, source: Source | None = None,
-                 retry_delay: float = 0.5):
+                 retry_delay: float = 0.5, decode_gate: contextlib.AbstractContextManager | None = None):
         self.stream_id, self.spec, self.cfg, self.retry_delay = stream_id, spec, cfg, retry_delay
         self.source = source or open_source(spec, cfg.source)
         self.source.resize = cfg.frame_size  # frames leave this process at the encoder's input size
+        self.source.decode_gate = decode_gate
         self.sampler = Sampler(self.source, cfg.sampler)
         self.target: EncoderTarget | None = None
         self.frames_sent = 0

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -106,7 +108,12 @@ class IngestWorker:
     frames of all its streams for one encoder go in one call (a FrameBatcher per encoder)."""
 
     def __init__(self, cfg: Config):
+        # this thread runs the event loop, and the decoding threads it starts inherit its niceness
+        os.nice(cfg.runtime.ingest_nice)  # decoding yields the cores to the encoders and the LLM (RuntimeConfig)
         self.cfg = cfg
+        # at most as many packets decode at once as there are cores: past capacity the other streams wait
+        # (asleep), fall behind and shed frames, and the encoder, the LLM and Ray still find a core
+        self.decode_gate = threading.BoundedSemaphore(cfg.runtime.ingest_decoders or len(os.sched_getaffinity(0)))
         self.ingests: dict[str, Ingest] = {}
         self.encoders: dict[object, RemoteEncoder] = {}  # encoder handle -> the target its streams share
         self._lock = asyncio.Lock()
@@ -122,11 +129,12 @@ class IngestWorker:
                 ingest = self.ingests.get(sid)
                 if ingest is None:
                     try:
-                        ingest = self.ingests[sid] = Ingest(sid, spec, self.cfg)
+                        ingest = self.ingests[sid] = Ingest(sid, spec, self.cfg, decode_gate=self.decode_gate)
                     except ValueError:  # the controller checked the spec; never let one stream stop the rest
                         continue
                 if encoder not in self.encoders:
-                    self.encoders[encoder] = RemoteEncoder(encoder, self.cfg.runtime.request_timeout)
+                    self.encoders[encoder] = RemoteEncoder(encoder, self.cfg.runtime.request_timeout,
+                                                           batch_wait=self.cfg.runtime.batch_wait)
                 ingest.retarget(self.encoders[encoder])
                 ingest.start()
             used = {ingest.target.handle for ingest in self.ingests.values()}
@@ -155,9 +163,9 @@ class RemoteEncoder:
     encoder is looked up at every attach, so a restarted or moved one is followed; without, it is
     `handle`, which the controller's health check replaces (IngestWorker.assign)."""
 
-    def __init__(self, handle, timeout: float, controller=None):
+    def __init__(self, handle, timeout: float, controller=None, batch_wait: float = 0.0):
         self.handle, self.timeout, self.controller = handle, timeout, controller
-        self.batcher = FrameBatcher(self._send)
+        self.batcher = FrameBatcher(self._send, batch_wait)
 
     async def attach(self, stream_id):
         if self.controller is not None:

@@ -23,7 +23,8 @@ projection from it (cores / CPU per camera) do not depend on it.
 Run (Linux: reads /proc; needs /usr/bin/python3 with gi and gst-rtsp-server):
     .venv/bin/python bench/bench_ingest.py                        # steps at 0.25..1.5 of the measured limit
     .venv/bin/python bench/bench_ingest.py --streams 8,16,32      # explicit steps
-Flags: --fractions, --streams, --warmup, --seconds, --cores, --clip, --ingest-workers, --decode-threads.
+Flags: --fractions, --streams, --warmup, --seconds, --cores, --clip, and --set KEY=VALUE for any config value
+(runtime.ingest_workers=2, source.skip_loop_filter=false, runtime.batch_wait=0, ...).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.runtime import start_controller  # noqa: E402
+from actors.cli import settings  # noqa: E402
 from configs import load_config  # noqa: E402
 
 WIDTH, HEIGHT, FPS, GOP_SECONDS = 1280, 720, 15, 10  # the clip: one encoded stretch, repeated without re-encoding
@@ -88,13 +90,16 @@ def make_clip(path: Path, seconds: int) -> None:
     part.unlink()
 
 
-def decode_rate(path: Path, seconds: float = 10.0) -> tuple[float, float]:
-    """(frames/s on the wall clock, frames per CPU second) of one thread decoding the clip, as the ingest
-    does (no conversion of the frames it does not sample)."""
+def decode_rate(path: Path, skip_loop_filter: bool = False, seconds: float = 10.0) -> tuple[float, float]:
+    """(frames/s on the wall clock, frames per CPU second) of one thread decoding the clip (no conversion
+    of the frames, as the ingest does with those it does not sample): to the standard, or as the ingest
+    decodes with source.skip_loop_filter."""
     n, wall, cpu = 0, time.perf_counter(), time.thread_time()
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         s.codec_context.thread_count = 1
+        if skip_loop_filter:
+            s.codec_context.options = {"skip_loop_filter": "all"}
         for _ in c.decode(s):
             n += 1
             if time.perf_counter() - wall > seconds:
@@ -124,12 +129,15 @@ def descendants(root: int) -> dict[int, str]:
     return out
 
 
+KINDS = ("ingest", "encoder", "controller", "llm", "gcs", "raylet", "ray other")  # the runtime's processes
+
+
 def kind(cmdline: str) -> str:
     for key, name in (("rtsp_file_server", "rtsp server"), ("IngestWorker", "ingest"), ("EncoderActor", "encoder"),
                       ("gcs_server", "gcs"), ("raylet", "raylet"), ("LLMActor", "llm"), ("Controller", "controller")):
         if key in cmdline:
             return name
-    return "other"
+    return "ray other"  # the dashboard head and agents, log monitor, autoscaler monitor
 
 
 def cpu_seconds(pid: int) -> float:
@@ -140,14 +148,32 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def rss_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str) -> float:
+    """A process's VmRSS (/proc/PID/status: every page it maps, libraries it shares counted in full) or Pss
+    (/proc/PID/smaps_rollup: each shared page divided among the processes that map it, so that the Pss of
+    a set of processes sums to the memory they use together)."""
+    path = f"/proc/{pid}/status" if field == "VmRSS" else f"/proc/{pid}/smaps_rollup"
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def read_counters(controller, ids: list[str]) -> dict[str, dict]:
+    """Per stream: its ingest's source counters and its encoder's counters, asked of the workers themselves
+    with a long timeout: an overloaded worker answers late, and a missing answer must fail the step, not
+    read as zero."""
+    workers = {ray.get(controller.ingest_of.remote(sid), timeout=60) for sid in ids}
+    sources = {}
+    for w in workers:
+        sources |= ray.get(w.__ray_call__.remote(lambda a: {sid: a.status(sid) for sid in a.stream_ids()}), timeout=120)
+    encoded = {}
+    for e in {ray.get(controller.encoder_of.remote(sid), timeout=60) for sid in ids}:
+        encoded |= ray.get(e.counters.remote(), timeout=120)
+    return {sid: {"source": sources[sid], "encoder_counters": encoded[sid]} for sid in ids}
 
 
 # -- one step --------------------------------------------------------------------------------------
@@ -157,24 +183,27 @@ def run_step(controller, url: str, n: int, step: int, args) -> dict:
     for sid in ids:
         ray.get(controller.add_stream.remote(sid, url), timeout=120)
     time.sleep(args.warmup)
-    procs = {p: k for p, k in descendants(os.getpid()).items() if k != "rtsp server"}  # the runtime's; not this driver
-    before = {sid: ray.get(controller.stream.remote(sid), timeout=60) for sid in ids}
-    cpu0, t0 = sum(cpu_seconds(p) for p in procs), time.monotonic()
+    everything = descendants(os.getpid())
+    procs = {p: k for p, k in everything.items() if k != "rtsp server"}  # the runtime's; not this driver
+    servers = [p for p, k in everything.items() if k == "rtsp server"]
+    server0 = sum(cpu_seconds(p) for p in servers)
+    before = read_counters(controller, ids)
+    cpu0, t0 = {p: cpu_seconds(p) for p in procs}, time.monotonic()
     lags = []
     while time.monotonic() - t0 < args.seconds:
         time.sleep(1.0)
         lags += [s["source"].get("lag", 0.0) for s in ray.get(controller.list_streams.remote(), timeout=60)]
     elapsed = time.monotonic() - t0
-    cpu = sum(cpu_seconds(p) for p in procs) - cpu0
-    after = {sid: ray.get(controller.stream.remote(sid), timeout=60) for sid in ids}
+    busy = {k: sum(cpu_seconds(p) - cpu0[p] for p, kk in procs.items() if kk == k) / elapsed for k in KINDS}
+    cpu = sum(busy.values()) * elapsed
+    busy["rtsp server"] = (sum(cpu_seconds(p) for p in servers) - server0) / elapsed
+    after = read_counters(controller, ids)
     ingest_pids = {ray.get(ray.get(controller.ingest_of.remote(sid)).__ray_call__.remote(lambda a: os.getpid()))
                    for sid in ids}
-    rss_ingest = sum(rss_mb(p) for p in ingest_pids)
-    rss_all = sum(rss_mb(p) for p in procs)
-    encoders = {ray.get(controller.encoder_of.remote(sid)) for sid in ids}
-    counters = {}
-    for e in encoders:
-        counters |= ray.get(e.counters.remote(), timeout=60)
+    rss_ingest = sum(memory_mb(p, "VmRSS") for p in ingest_pids)
+    rss_all = sum(memory_mb(p, "VmRSS") for p in procs)
+    pss_all = sum(memory_mb(p, "Pss") for p in procs)
+    counters = {sid: after[sid]["encoder_counters"] for sid in ids}
 
     def delta(sid, *path):
         a, b = before[sid], after[sid]
@@ -198,8 +227,8 @@ def run_step(controller, url: str, n: int, step: int, args) -> dict:
             "lost": int(lost.sum()), "p50": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
             "p95": float(np.percentile(latencies, 95)) if latencies.size else float("nan"),
             "lag95": float(np.percentile(lags, 95)) if lags else float("nan"), "encoded": encoded,
-            "cores": cpu / elapsed, "cpu_ms_per_cam_s": 1e3 * cpu / elapsed / n,
-            "rss_ingest": rss_ingest / n, "rss_all": rss_all / n, "workers": len(ingest_pids)}
+            "cores": cpu / elapsed, "cpu_ms_per_cam_s": 1e3 * cpu / elapsed / n, "busy": busy,
+            "rss_ingest": rss_ingest / n, "rss_all": rss_all / n, "pss_all": pss_all / n, "workers": len(ingest_pids)}
 
 
 def main() -> None:
@@ -210,8 +239,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds measured per step")
     ap.add_argument("--cores", type=int, default=os.cpu_count(), help="cores for Ray and for the limit")
     ap.add_argument("--clip", type=Path, default=None, help="an H.264 MP4 to serve instead of the generated clip")
-    ap.add_argument("--ingest-workers", type=int, default=1, help="runtime.ingest_workers")
-    ap.add_argument("--decode-threads", type=int, default=1, help="source.decode_threads")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value, e.g. runtime.ingest_workers=2 or source.skip_loop_filter=false")
     args = ap.parse_args()
 
     clip_seconds = int(args.warmup + args.seconds + 30)
@@ -220,13 +249,18 @@ def main() -> None:
         clip.parent.mkdir(parents=True, exist_ok=True)
         print(f"making {clip} ...", flush=True)
         make_clip(clip, clip_seconds)
-    rate_wall, rate_cpu = decode_rate(clip)
-    limit = args.cores * rate_wall / FPS
-    limit_cpu = args.cores * rate_cpu / FPS
+    cfg = load_config(overrides=settings(args.set))
+    rate_wall, rate_cpu = decode_rate(clip)  # the limit: the standard decode
+    limit, limit_cpu = args.cores * rate_wall / FPS, args.cores * rate_cpu / FPS
+    # the same, decoded as the ingest decodes (without deblocking unless source.skip_loop_filter=false)
+    own_cpu = decode_rate(clip, cfg.source.skip_loop_filter)[1] if cfg.source.skip_loop_filter else rate_cpu
     load = os.getloadavg()[0]
     print(f"decode-bound limit: one thread decodes {rate_wall:.0f} frames/s (wall; {rate_cpu:.0f} per CPU second) -> "
           f"{args.cores} cores: {limit:.1f} cameras at {FPS} fps ({limit_cpu:.1f} by CPU time); load average {load:.1f}",
           flush=True)
+    if cfg.source.skip_loop_filter:
+        print(f"as the ingest decodes (source.skip_loop_filter): {own_cpu:.0f} frames per CPU second "
+              f"({own_cpu / rate_cpu:.2f}x)", flush=True)
     steps = [int(s) for s in args.streams.split(",")] if args.streams else \
         sorted({max(1, round(f * limit)) for f in map(float, args.fractions.split(","))})
 
@@ -236,8 +270,7 @@ def main() -> None:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as snapshots:
-            cfg = load_config(overrides={"runtime": {"snapshot_dir": snapshots, "ingest_workers": args.ingest_workers},
-                                         "source": {"decode_threads": args.decode_threads}})
+            cfg.runtime.snapshot_dir = snapshots
             args.fps = cfg.sampler.fps
             ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
             controller = start_controller(cfg)
@@ -251,46 +284,59 @@ def main() -> None:
     finally:
         server.kill()
         server.wait()
+    report(rows, args, limit, limit_cpu, rate_cpu, own_cpu, load)
 
+
+def report(rows: list[dict], args, limit: float, limit_cpu: float, rate_cpu: float, own_cpu: float, load: float) -> None:
     print(f"\n720p {FPS} fps H.264 cameras over RTSP (127.0.0.1), sampled at {args.fps:g} fps; {args.cores} cores; "
           f"limit {limit:.1f} cameras (decode-bound, measured in this run); load average at start {load:.1f}")
     head = ("cameras", "x limit", "sustained", "decoded", "sampled", "dropped+skipped", "f->mem p50 ms", "p95 ms",
-            "read lag p95 s", "encoded f/s", "cores busy", "CPU ms/cam-s", "ingest RSS/stream MB", "all RSS/stream MB")
+            "read lag p95 s", "encoded f/s", "cores busy", "CPU ms/cam-s", "ingest RSS/stream MB",
+            "all RSS/stream MB", "all PSS/stream MB")
     print("| " + " | ".join(head) + " |")
     print("|" + "---:|" * len(head))
     for r in rows:
         print(f"| {r['n']} | {r['n'] / limit:.2f} | {r['sustained']} | {r['decoded']:.0%} | {r['sampled']:.0%} | {r['lost']} | "
               f"{r['p50'] * 1e3:.0f} | {r['p95'] * 1e3:.0f} | {r['lag95']:.2f} | {r['encoded']:.1f} | {r['cores']:.2f} | "
-              f"{r['cpu_ms_per_cam_s']:.0f} | {r['rss_ingest']:.1f} | {r['rss_all']:.1f} |")
+              f"{r['cpu_ms_per_cam_s']:.0f} | {r['rss_ingest']:.1f} | {r['rss_all']:.1f} | {r['pss_all']:.1f} |")
+    print("\ncores busy by process (the RTSP server apart):\n")
+    print("| cameras | " + " | ".join(KINDS) + " | (rtsp server) |")
+    print("|" + "---:|" * (len(KINDS) + 2))
+    for r in rows:
+        print(f"| {r['n']} | " + " | ".join(f"{r['busy'][k]:.2f}" for k in (*KINDS, "rtsp server")) + " |")
+
     full = [r for r in rows if r["sustained"] == r["n"]]
-    best = max(r["encoded"] for r in rows)
-    decode_ms = 1e3 * FPS / rate_cpu
-    if full:
-        top = max(full, key=lambda r: r["n"])
-        print(f"\nsustained: {top['n']} cameras = {top['n'] / limit:.0%} of the limit (goal >= 70%)")
-        print(f"CPU per camera at that step: {top['cpu_ms_per_cam_s']:.0f} ms/s against {decode_ms:.0f} ms/s to decode "
-              f"alone -> projected on idle cores: {args.cores * 1e3 / top['cpu_ms_per_cam_s']:.1f} cameras = "
-              f"{decode_ms / top['cpu_ms_per_cam_s']:.0%} of the limit by CPU time ({limit_cpu:.1f})")
+    if not full:
+        print("\nno step was sustained")
+        return
+    top = max(full, key=lambda r: r["n"])
+    own_limit_cpu = limit_cpu * own_cpu / rate_cpu
+    print(f"\nsustained: {top['n']} cameras = {top['n'] / limit:.0%} of the limit (goal >= 70%)")
+    for name, per_s, lim in (("the standard decode", rate_cpu, limit_cpu), ("the decode as the ingest does it", own_cpu, own_limit_cpu)):
+        if name != "the standard decode" and per_s == rate_cpu:
+            continue
+        decode_ms = 1e3 * FPS / per_s
+        print(f"against {name} ({decode_ms:.0f} ms of CPU a camera-second, {lim:.1f} cameras on {args.cores} cores):")
+        print(f"  CPU per camera at {top['n']}: {top['cpu_ms_per_cam_s']:.0f} ms/s -> projected on idle cores: "
+              f"{args.cores * 1e3 / top['cpu_ms_per_cam_s']:.1f} cameras = {args.cores * 1e3 / top['cpu_ms_per_cam_s'] / lim:.0%}")
         if len(full) > 1:  # CPU = fixed + per camera x n, over the sustained steps
             per_cam, fixed = np.polyfit([r["n"] for r in full], [1e3 * r["cores"] for r in full], 1)
-            print(f"CPU fit over the sustained steps: {fixed:.0f} ms/s fixed + {per_cam:.0f} ms/s per camera -> "
+            print(f"  CPU fit over the sustained steps: {fixed:.0f} ms/s fixed + {per_cam:.0f} ms/s per camera -> "
                   f"{(args.cores * 1e3 - fixed) / per_cam:.1f} cameras on idle cores = "
-                  f"{(args.cores * 1e3 - fixed) / per_cam / limit_cpu:.0%} of the limit by CPU time")
-        near = min(rows, key=lambda r: abs(r["n"] - 0.8 * top["n"]))
-        print(f"at ~80% of capacity ({near['n']} cameras): frame-to-memory p95 {near['p95']:.2f} s, "
-              f"read lag p95 {near['lag95']:.2f} s (goal < 1 s)")
-        print(f"resident memory per stream at {top['n']}: ingest {top['rss_ingest']:.1f} MB, all processes "
-              f"{top['rss_all']:.1f} MB (goal <= 40 MB)")
+                  f"{(args.cores * 1e3 - fixed) / per_cam / lim:.0%}")
+    near = min(rows, key=lambda r: abs(r["n"] - 0.8 * top["n"]))
+    print(f"at ~80% of capacity ({near['n']} cameras): frame-to-memory p95 {near['p95']:.2f} s, "
+          f"read lag p95 {near['lag95']:.2f} s (goal < 1 s)")
+    print(f"memory per stream at {top['n']}: ingest RSS {top['rss_ingest']:.1f} MB; all processes RSS "
+          f"{top['rss_all']:.1f} MB, PSS {top['pss_all']:.1f} MB (goal <= 40 MB)")
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"each stream more ({a['n']} -> {b['n']} cameras): ingest "
-              f"{(b['rss_ingest'] * b['n'] - a['rss_ingest'] * a['n']) / (b['n'] - a['n']):.1f} MB, all processes "
-              f"{(b['rss_all'] * b['n'] - a['rss_all'] * a['n']) / (b['n'] - a['n']):.1f} MB")
-    else:
-        print("\nno step was sustained")
-    over = [r for r in rows if full and r["n"] >= 1.5 * max(f["n"] for f in full)]
-    for r in over:
-        print(f"at {r['n']} cameras ({r['n'] / max(f['n'] for f in full):.1f}x capacity): encoded {r['encoded']:.1f} "
+        more = {k: (b[k] * b["n"] - a[k] * a["n"]) / (b["n"] - a["n"]) for k in ("rss_ingest", "rss_all", "pss_all")}
+        print(f"each stream more ({a['n']} -> {b['n']} cameras): ingest RSS {more['rss_ingest']:.1f} MB, all processes "
+              f"RSS {more['rss_all']:.1f} MB, PSS {more['pss_all']:.1f} MB")
+    best = max(r["encoded"] for r in rows)
+    for r in (r for r in rows if r["n"] >= 1.5 * top["n"]):
+        print(f"at {r['n']} cameras ({r['n'] / top['n']:.1f}x capacity): encoded {r['encoded']:.1f} "
               f"frames/s = {r['encoded'] / best:.0%} of the best step's {best:.1f} (goal >= 90%)")
 
 

@@ -243,6 +243,11 @@ class SamplerConfig:
         _positive(self, "fps", "queue_size", "max_delay")
 
 
+# FFmpeg's hardware device types (av_hwdevice_get_type_name)
+HW_DEVICE_TYPES = ("cuda", "vaapi", "qsv", "vdpau", "drm", "opencl", "vulkan", "videotoolbox", "d3d11va", "dxva2",
+                   "d3d12va", "mediacodec", "amf")
+
+
 @dataclass
 class SourceConfig:
     """How live sources connect, notice a dead camera, and reconnect (stream/sources)."""
@@ -257,6 +262,15 @@ class SourceConfig:
     # A camera whose frames fall this many seconds behind real time (the decoder cannot keep up) is decoded at
     # its keyframes only until it has caught up; the frames skipped are counted (status.frames_skipped).
     max_lag: float = 1.0
+    # Skip the in-loop deblocking filter of H.264/HEVC (FFmpeg's skip_loop_filter=all): about a fifth less
+    # CPU per decoded frame. The frames differ from a full decode by small blocking artifacts (over 40 dB
+    # PSNR on the ingest benchmark's clip, at full size and at the model's) that can build up between
+    # keyframes; reduced to the model's input size they do not show. False decodes to the standard.
+    skip_loop_filter: bool = True
+    # Hardware decoding through FFmpeg (PyAV's HWAccel): "cuda" (NVDEC), "vaapi", "qsv", ...; None decodes on
+    # the CPU. A codec the device cannot decode falls back to the CPU; a device that cannot be opened fails
+    # the source with an error that says so.
+    hwaccel: str | None = None
     # A connected source with no decoded frame for this long is stalled (the frame watchdog): its session
     # ends with an error that says so and it reconnects, even while the connection itself stays alive
     # (an RTSP camera whose media stops while its RTCP reports go on).
@@ -266,6 +280,8 @@ class SourceConfig:
         _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
+        if self.hwaccel is not None and self.hwaccel not in HW_DEVICE_TYPES:
+            raise ConfigError(f"source.hwaccel must be null or one of {', '.join(HW_DEVICE_TYPES)}, got {self.hwaccel!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise ConfigError(f"source.rtsp_transport must be 'tcp' or 'udp', got {self.rtsp_transport!r}")
         if not 0.0 <= self.backoff_jitter <= 1.0:
@@ -321,6 +337,15 @@ class RuntimeConfig:
     llm_gpus: float = 0.0
     max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
     ingest_workers: int = 1  # ingest processes beside each encoder, on its node; each decodes many streams on threads
+    # Niceness added to the ingest workers' processes: past capacity the cores go first to the encoders, the
+    # LLM, the controller and Ray, and the decoding falls behind instead (then sheds frames: source.max_lag),
+    # so the encoder keeps its full rate and questions keep their latency however many cameras are added.
+    ingest_nice: int = 5
+    # Packets an ingest worker decodes at once, across all its streams (0: one per core of its node)
+    ingest_decoders: int = 0
+    # Seconds an ingest worker holds a sampled frame for the frames of its other streams, to send them to the
+    # encoder in one call and one batched pass (several times less CPU a frame than one by one)
+    batch_wait: float = 0.1
     request_timeout: float = 30.0  # seconds any call across actors may take before the caller gives up
     health_interval: float = 1.0  # seconds between the controller's checks of its actors
     state_every: int = 1  # closed cubes between saves of a stream's encoder state (also saved at each compaction)
@@ -330,6 +355,12 @@ class RuntimeConfig:
                   "health_interval", "state_every")
         if self.encoder_gpus < 0 or self.llm_gpus < 0:
             raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
+        if self.ingest_decoders < 0:
+            raise ConfigError(f"runtime.ingest_decoders must be >= 0, got {self.ingest_decoders!r}")
+        if self.batch_wait < 0:
+            raise ConfigError(f"runtime.batch_wait must be >= 0, got {self.batch_wait!r}")
+        if not 0 <= self.ingest_nice <= 19:
+            raise ConfigError(f"runtime.ingest_nice must lie in [0, 19], got {self.ingest_nice!r}")
 
 
 @dataclass

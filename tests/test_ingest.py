@@ -59,6 +59,25 @@ async def test_batcher_sends_what_was_pushed_in_one_turn_in_one_call():
     assert batcher.calls == 2
 
 
+async def test_batcher_holds_a_call_open_for_batch_wait_seconds():
+    calls = []
+
+    async def send(ids, images, pts, arrivals):
+        calls.append(ids)
+        return [None] * len(ids)
+
+    batcher = FrameBatcher(send, wait=0.2)
+    first = asyncio.create_task(batcher.push("a", None, 0.0, 0.0))
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(batcher.push("b", None, 0.0, 0.0))
+    await asyncio.sleep(0.05)
+    assert calls == [] and not first.done()  # held for the other streams' frames
+    await asyncio.gather(first, second)
+    assert calls == [["a", "b"]]
+    await batcher.push("c", None, 0.0, 0.0)  # after the flush: a call of its own
+    assert calls == [["a", "b"], ["c"]]
+
+
 async def test_intake_serves_streams_in_turn_when_they_outnumber_a_pass():
     encoder = Encoder(seconds_per_pass=0.01, max_batch=2)
     await asyncio.gather(*(encoder.intake.submit([(sid, None, float(k), 0.0) for k in range(3)]) for sid in "abcde"))

@@ -116,6 +116,13 @@ def test_many_cameras_share_one_ingest_worker_and_reach_the_encoder_at_the_profi
         assert len(workers) == 1, "one ingest worker (runtime.ingest_workers: 1) holds every stream"
         (worker,) = workers
         assert set(ray.get(worker.stream_ids.remote())) >= {synth, *cams}
+        # decoding yields the cores: the worker's threads (its event loop's, and the decoding threads it
+        # starts) run runtime.ingest_nice above Ray's workers (niceness is per thread on Linux; at most 19)
+        encoder = ray.get(service.controller.encoder_of.remote(cams[0]))
+        ray_nice, pid = (ray.get(a.__ray_call__.remote(lambda actor: (os.getpriority(os.PRIO_PROCESS, 0), os.getpid())))
+                         for a in (encoder, worker))
+        threads = [os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid[1]}/task")]
+        assert threads.count(min(19, ray_nice[0] + service.cfg.runtime.ingest_nice)) > len(cams), threads
         for cam in cams:
             wait_for(lambda: len(client.timeline(cam)) >= 1, f"a cube of {cam}")
         size = service.cfg.vision.image_size

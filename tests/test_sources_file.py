@@ -1,11 +1,12 @@
 """Files (any container FFmpeg reads) and the synthetic camera as sources."""
 import asyncio
+import threading
 
 import av
 import numpy as np
 import pytest
 
-from configs import SamplerConfig
+from configs import SamplerConfig, SourceConfig
 from stream.sampler import Sampler
 from stream.sources import SourceFailed, open_source
 from stream.synth import SynthWorld
@@ -15,11 +16,11 @@ pytestmark = pytest.mark.timeout(60)
 FPS, SECONDS = 10, 3
 
 
-def write_clip(path, codec: str) -> SynthWorld:
+def write_clip(path, codec: str, crf: int = 18) -> SynthWorld:
     """Encode SECONDS of the synthetic camera at FPS; returns the world, the ground truth of every frame."""
     world = SynthWorld(7, width=64, height=64, noise=0.0)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=FPS, options={"crf": "18"} if codec == "libx264" else {"b": "2M"})
+        stream = out.add_stream(codec, rate=FPS, options={"crf": str(crf)} if codec == "libx264" else {"b": "2M"})
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
         for i in range(FPS * SECONDS):
             frame = av.VideoFrame.from_ndarray(world.frame_at(i / FPS), format="rgb24")
@@ -47,6 +48,84 @@ async def test_file_frames_match_the_source(clip):
         assert err < 6, (f.pts, err)
     st = source.status
     assert (st.state, st.frames_decoded, st.frames_sampled, st.frames_dropped) == ("ended", FPS * SECONDS, 2 * SECONDS, 0)
+
+
+async def test_skip_loop_filter(tmp_path):
+    """Without the deblocking filter the frames are not the standard decode's, but close to it (and to the truth)."""
+    path = tmp_path / "clip.mp4"
+    world = write_clip(path, "libx264", crf=36)  # coarse enough that the filter has edges to smooth
+
+    async def frames(skip: bool) -> list:
+        async with Sampler(open_source(str(path), SourceConfig(skip_loop_filter=skip)), SamplerConfig(fps=FPS)) as s:
+            return [f async for f in s]
+
+    fast, full = await frames(True), await frames(False)
+    assert [f.pts for f in fast] == [f.pts for f in full] and len(fast) == FPS * SECONDS
+    diff = np.array([np.abs(a.image.astype(int) - b.image.astype(int)).mean() for a, b in zip(fast, full)])
+    assert diff.max() > 0  # the option reached the decoder
+    assert diff.mean() < 3, diff
+    for f in fast:
+        assert np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean() < 12
+
+
+class RecordingGate:
+    """A decode gate of one that records how many decodes held it at once."""
+
+    def __init__(self):
+        self.lock, self.count, self.holders, self.most = threading.Lock(), threading.Lock(), 0, 0
+
+    def __enter__(self):
+        self.lock.acquire()
+        with self.count:
+            self.holders += 1
+            self.most = max(self.most, self.holders)
+
+    def __exit__(self, *exc):
+        with self.count:
+            self.holders -= 1
+        self.lock.release()
+
+
+async def test_sources_sharing_a_decode_gate_decode_one_packet_at_a_time_and_lose_nothing(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_clip(path, "libx264")
+    gate = RecordingGate()
+
+    async def frames(gated: bool) -> list:
+        source = open_source(str(path))
+        source.decode_gate = gate if gated else None
+        async with Sampler(source, SamplerConfig(fps=FPS)) as sampler:
+            return [f async for f in sampler]
+
+    gated = await asyncio.gather(*(frames(True) for _ in range(3)))
+    plain = await frames(False)
+    assert gate.most == 1
+    for got in gated:
+        assert [f.pts for f in got] == [f.pts for f in plain] and len(got) == FPS * SECONDS
+        assert all((a.image == b.image).all() for a, b in zip(got, plain))
+
+
+async def test_hardware_decoding_decodes_or_says_it_is_not_there(tmp_path):
+    """source.hwaccel: cuda decodes like the CPU where NVDEC is (the GPU machine), and where it is not, the
+    source fails at once with an error that names the setting (no retries, no FFmpeg error per packet)."""
+    path = tmp_path / "clip.mp4"
+    world = write_clip(path, "libx264")
+    source = open_source(str(path), SourceConfig(hwaccel="cuda"))
+    try:
+        async with Sampler(source, SamplerConfig(fps=2)) as sampler:
+            frames = [f async for f in sampler]
+    except SourceFailed as e:
+        assert "source.hwaccel: cuda" in str(e) and "not available" in str(e)
+        assert source.status.state == "failed" and source.status.reconnects == 0
+        return
+    assert len(frames) == 2 * SECONDS
+    for f in frames:
+        assert np.abs(f.image.astype(int) - world.frame_at(f.pts).astype(int)).mean() < 6
+
+
+def test_hwaccel_names_are_checked():
+    with pytest.raises(ValueError, match="source.hwaccel"):
+        SourceConfig(hwaccel="nvdec")
 
 
 async def test_loop(tmp_path):

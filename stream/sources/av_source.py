@@ -1,12 +1,14 @@
 """RTSP/RTSPS cameras and media files, decoded by FFmpeg through PyAV."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
+from av.codec.hwaccel import HWAccel
 
 from configs import SourceConfig
 from stream.frame import Frame
@@ -36,8 +38,9 @@ class RtspSource(Source):
 
     def _read(self, keep: Keep) -> Iterator[Frame]:
         cfg, t0 = self.cfg, time.monotonic()
+        hwaccel = hardware(self.status.spec, cfg)
         try:
-            container = av.open(self.url, options=self.options,
+            container = av.open(self.url, options=self.options, hwaccel=hwaccel,
                                 timeout=(cfg.open_timeout, min(cfg.read_timeout, cfg.frame_timeout)))
         except (av.FFmpegError, OSError) as e:
             raise SourceError(f"{self.status.spec}: cannot open: {self._explain(e, time.monotonic() - t0)}") from e
@@ -72,8 +75,9 @@ class FileSource(Source):
         self.live, self.restart_on_end = realtime, loop
 
     def _read(self, keep: Keep) -> Iterator[Frame]:
+        hwaccel = hardware(self.path, self.cfg)
         try:
-            container = av.open(self.path)
+            container = av.open(self.path, hwaccel=hwaccel)
         except (av.FFmpegError, OSError) as e:  # a file does not get better by retrying
             raise SourceFailed(f"{self.path}: cannot open: {getattr(e, 'strerror', None) or e}") from e
         try:
@@ -87,14 +91,31 @@ class FileSource(Source):
         return 0.0  # looping: start over at once
 
 
+def hardware(spec: str, cfg: SourceConfig) -> HWAccel | None:
+    """The hardware decoder `cfg.hwaccel` names, its device opened now: a machine without it fails the
+    source with an error that says so, not each packet with FFmpeg's."""
+    if cfg.hwaccel is None:
+        return None
+    accel = HWAccel(device_type=cfg.hwaccel, allow_software_fallback=True)
+    try:
+        accel.create(av.Codec("h264", "r"))
+    except (av.FFmpegError, OSError) as e:
+        raise SourceFailed(f"{spec}: hardware decoding (source.hwaccel: {cfg.hwaccel}) is not available on this "
+                           f"machine ({getattr(e, 'strerror', None) or e}); set source.hwaccel: null") from e
+    return accel
+
+
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
-    """Decode the first video stream on `cfg.decode_threads` threads; convert only the frames `keep` wants,
+    """Decode the first video stream on `cfg.decode_threads` threads (without deblocking where
+    `cfg.skip_loop_filter`), each packet under `source.decode_gate`; convert only the frames `keep` wants,
     reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
     cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
     stream = container.streams.video[0]
     stream.codec_context.thread_count = source.cfg.decode_threads
+    if source.cfg.skip_loop_filter:
+        stream.codec_context.options = {"skip_loop_filter": "all"}  # read when the decoder opens, at its first packet
     lag = Lag(source.cfg.max_lag) if source.live and not realtime else None
     start = None  # (stream time, wall time) of the first frame, for pacing
     for packet in container.demux(stream):
@@ -104,7 +125,9 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
             if skip:
                 source.status.frames_skipped += 1
                 continue
-        for vf in packet.decode():
+        with source.decode_gate or contextlib.nullcontext():
+            decoded = packet.decode()
+        for vf in decoded:
             arrival = time.monotonic()
             pts = source._decoded(vf.time, arrival)
             if realtime:

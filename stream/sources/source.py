@@ -48,6 +48,9 @@ class Source:
     camera = False  # frames come at the camera's pace: watched for stalls, stream time kept to arrival
     # (width, height) of a decoded frame -> the size it is delivered at (Config.frame_size); None: as decoded
     resize: Callable[[int, int], tuple[int, int]] | None = None
+    # Held while a packet decodes: a semaphore the sources of one ingest process share, so that no more
+    # frames decode at once than there are cores (IngestWorker); None: no limit
+    decode_gate: contextlib.AbstractContextManager | None = None
 
     def __init__(self, spec: str, cfg: SourceConfig):
         self.cfg = cfg
