@@ -27,7 +27,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.runtime import start_controller  # noqa: E402
-from bench.bench_ingest import SERVER, descendants, rss_mb  # noqa: E402
+from bench.bench_ingest import SERVER, descendants, memory_mb  # noqa: E402
 from configs import load_config  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def main() -> None:
             while (now := time.monotonic()) < end:
                 time.sleep(args.interval)
                 procs = {p: k for p, k in descendants(os.getpid()).items() if k != "rtsp server"}
-                samples.append((time.monotonic() - t0, {p: (k, rss_mb(p)) for p, k in procs.items()}))
+                samples.append((time.monotonic() - t0, {p: (k, memory_mb(p, "VmRSS")) for p, k in procs.items()}))
                 streams = ray.get(controller.list_streams.remote(), timeout=60)
                 encoded.append((time.monotonic() - t0, sum(s["encoder_counters"].get("frames", 0) for s in streams)))
                 by_kind = defaultdict(float)
