@@ -33,6 +33,17 @@ class CubingState:
     length: torch.Tensor  # [B] int64 frames in the open cube
     by_head: torch.Tensor  # [B] bool: the open cube was opened by the head (at an event), so event_max_len caps it
 
+    FIELDS = ("prev", "momentum", "seen", "length", "by_head")
+
+    @classmethod
+    def cat(cls, states: list[CubingState]) -> CubingState:
+        """Streams' states batched in one (along the first dimension)."""
+        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in cls.FIELDS))
+
+    def __getitem__(self, b: int) -> CubingState:
+        """Stream b's state out of a batched one."""
+        return CubingState(*(getattr(self, f)[b:b + 1] for f in self.FIELDS))
+
 
 @dataclass
 class CubingOutput:

@@ -103,7 +103,7 @@ class StreamEncoder:
                                ssm=torch.cat([s.temporal[i].ssm for s in states]))
                     for i in range(len(m.temporal.layers))]
         feats, temporal = m.temporal.step(feats, temporal)
-        cubing = CubingState(*(torch.cat([getattr(s.cubing, f) for s in states]) for f in _CUBING_FIELDS))
+        cubing = CubingState.cat([s.cubing for s in states])
         closed, p, cubing = m.cubing.update(feats, cubing)
         forced = (closed & ~cubing.by_head).tolist()  # a close the head did not make: a cap's
         closed, p = closed.tolist(), p.tolist()
@@ -112,7 +112,7 @@ class StreamEncoder:
         closing = []
         for b, (sid, s, pts) in enumerate(zip(stream_ids, states, timestamps)):
             s.temporal = [st[b * P:(b + 1) * P] for st in temporal]
-            s.cubing = CubingState(*(getattr(cubing, f)[b:b + 1] for f in _CUBING_FIELDS))
+            s.cubing = cubing[b]
             if closed[b]:
                 closing.append(_Closing(sid, s, s.open_tokens, s.open_start, s.last_pts,
                                         1.0 if forced[b] else p[b], forced[b]))
@@ -149,7 +149,7 @@ class StreamEncoder:
         return {
             "version": STATE_VERSION,
             "temporal": [{"conv": cpu(st.conv), "ssm": cpu(st.ssm)} for st in s.temporal],
-            "cubing": {f: cpu(getattr(s.cubing, f)) for f in _CUBING_FIELDS},
+            "cubing": {f: cpu(getattr(s.cubing, f)) for f in CubingState.FIELDS},
             "open_tokens": cpu(torch.stack(s.open_tokens)) if s.open_tokens else None,
             "open_start": s.open_start, "last_pts": s.last_pts, "next_index": s.next_index,
         }
@@ -160,11 +160,11 @@ class StreamEncoder:
         try:
             if state["version"] != STATE_VERSION:
                 raise ValueError(f"state version {state['version']} (this build reads {STATE_VERSION})")
-            temporal = [MambaState(conv=self._like(st["conv"], r.conv), ssm=self._like(st["ssm"], r.ssm))
+            temporal = [MambaState(conv=like(st["conv"], r.conv, self.device), ssm=like(st["ssm"], r.ssm, self.device))
                         for st, r in zip(state["temporal"], ref.temporal, strict=True)]
-            cubing = CubingState(*(self._like(state["cubing"][f], getattr(ref.cubing, f)) for f in _CUBING_FIELDS))
+            cubing = CubingState(*(like(state["cubing"][f], getattr(ref.cubing, f), self.device) for f in CubingState.FIELDS))
             open_tokens = [] if state["open_tokens"] is None else \
-                list(self._like(state["open_tokens"], ref.cubing.prev.expand(len(state["open_tokens"]), -1, -1)))
+                list(like(state["open_tokens"], ref.cubing.prev.expand(len(state["open_tokens"]), -1, -1), self.device))
             stream = _Stream(temporal=temporal, cubing=cubing, open_tokens=open_tokens,
                              open_start=float(state["open_start"]), last_pts=float(state["last_pts"]),
                              next_index=int(state["next_index"]))
@@ -178,11 +178,13 @@ class StreamEncoder:
                        cubing=m.cubing.init_state(1, m.num_tokens, m.dim, self.device),
                        open_tokens=[], open_start=0.0, last_pts=-math.inf, next_index=0)
 
-    def _like(self, value, ref: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(value)
-        if t.shape != ref.shape or t.dtype != ref.dtype:
-            raise ValueError(f"expected a {ref.dtype} tensor of shape {tuple(ref.shape)}, got {t.dtype} {tuple(t.shape)}")
-        return t.to(self.device)
+
+def like(value, ref: torch.Tensor, device) -> torch.Tensor:
+    """A saved tensor, checked to have `ref`'s shape and dtype (a state of another model is refused), on `device`."""
+    t = torch.as_tensor(value)
+    if t.shape != ref.shape or t.dtype != ref.dtype:
+        raise ValueError(f"expected a {ref.dtype} tensor of shape {tuple(ref.shape)}, got {t.dtype} {tuple(t.shape)}")
+    return t.to(device)
 
 
 def check_push(get, stream_ids: list[str], frames, timestamps: list, device: torch.device) -> list[torch.Tensor]:
@@ -215,9 +217,6 @@ def check_push(get, stream_ids: list[str], frames, timestamps: list, device: tor
             frame = np.ascontiguousarray(frame) if frame.flags.writeable else np.array(frame)
         out.append(torch.as_tensor(frame, device=device))
     return out
-
-
-_CUBING_FIELDS = ("prev", "momentum", "seen", "length", "by_head")
 
 
 @dataclass

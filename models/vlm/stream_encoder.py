@@ -19,7 +19,7 @@ import torch
 
 from models.cubing import CubingState, GumbelCubing
 from models.mamba import MambaState
-from models.stream_encoder import StreamInputError, check_push
+from models.stream_encoder import StreamInputError, check_push, like
 from models.temporal import MambaTemporalEncoder
 from models.vlm.base import VisionSide
 from models.vlm.cubes import ChangeCubing, ChangeState, frame_feature, pool_frame, pool_time
@@ -150,8 +150,7 @@ class VLMStreamEncoder:
                 s.temporal = [st[b * h * w:(b + 1) * h * w] for st in state]
         if self.head is not None:  # the trained head: its online rule, as stage 1 trained it
             x = torch.stack(pooled).flatten(1, 2)  # [B, P, D]
-            cat = CubingState(*(torch.cat([getattr(s.cubing, f) for s in states]) for f in _CUBING_FIELDS))
-            closed, amount, cub = self.head.update(x, cat)
+            closed, amount, cub = self.head.update(x, CubingState.cat([s.cubing for s in states]))
             by_cap = closed & ~cub.by_head
         else:
             features = torch.stack([frame_feature(p) for p in pooled])
@@ -160,7 +159,7 @@ class VLMStreamEncoder:
         for b, (sid, s, pts) in enumerate(zip(stream_ids, states, timestamps)):
             if self.head is not None:
                 forced = bool(by_cap[b])
-                s.cubing = CubingState(*(getattr(cub, f)[b:b + 1] for f in _CUBING_FIELDS))
+                s.cubing = cub[b]
             else:
                 forced = len(s.open_frames) >= self.cubing.max_len
                 s.change = change[b]
@@ -198,16 +197,16 @@ class VLMStreamEncoder:
                 "temporal": [{"conv": cpu(st.conv), "ssm": cpu(st.ssm)} for st in s.temporal],
                 "open_frames": cpu(torch.stack(s.open_frames)) if s.open_frames else None,
                 "open_start": s.open_start, "last_pts": s.last_pts, "next_index": s.next_index} | (
-                    {} if s.cubing is None else {"cubing": {f: cpu(getattr(s.cubing, f)) for f in _CUBING_FIELDS}})
+                    {} if s.cubing is None else {"cubing": {f: cpu(getattr(s.cubing, f)) for f in CubingState.FIELDS}})
 
     def set_state(self, stream_id: str, state: dict) -> None:
         ref = self._fresh()
         try:
             if state["version"] != STATE_VERSION:
                 raise ValueError(f"state version {state['version']} (this build reads {STATE_VERSION})")
-            change = ChangeState(*(_like(state["change"][f], getattr(ref.change, f), self.device)
+            change = ChangeState(*(like(state["change"][f], getattr(ref.change, f), self.device)
                                    for f in ChangeState.FIELDS))
-            temporal = [MambaState(conv=_like(st["conv"], r.conv, self.device), ssm=_like(st["ssm"], r.ssm, self.device))
+            temporal = [MambaState(conv=like(st["conv"], r.conv, self.device), ssm=like(st["ssm"], r.ssm, self.device))
                         for st, r in zip(state["temporal"], ref.temporal, strict=True)]
             frames = state["open_frames"]
             if frames is not None:
@@ -216,7 +215,7 @@ class VLMStreamEncoder:
                         (self.grid is not None and tuple(frames.shape[1:3]) != tuple(self.grid[1:])):
                     raise ValueError(f"open frames of shape {tuple(frames.shape)} do not fit this model")
             cubing = None if ref.cubing is None else CubingState(
-                *(_like(state["cubing"][f], getattr(ref.cubing, f), self.device) for f in _CUBING_FIELDS))
+                *(like(state["cubing"][f], getattr(ref.cubing, f), self.device) for f in CubingState.FIELDS))
             s = _Stream(change=change, temporal=temporal,
                         open_frames=[] if frames is None else list(frames.to(self.device)),
                         open_start=float(state["open_start"]), last_pts=float(state["last_pts"]),
@@ -226,16 +225,6 @@ class VLMStreamEncoder:
         self.streams[stream_id] = s
 
 
-_CUBING_FIELDS = ("prev", "momentum", "seen", "length", "by_head")
-
-
 def _cut(change: ChangeState, width: int, device) -> ChangeState:
     """No open cube, the stream's change statistics kept (a cube cut short by a flush or a resume)."""
     return replace(ChangeCubing.init_state(1, width, device), seen=change.seen, mean=change.mean, var=change.var)
-
-
-def _like(value, ref: torch.Tensor, device) -> torch.Tensor:
-    t = torch.as_tensor(value)
-    if t.shape != ref.shape or t.dtype != ref.dtype:
-        raise ValueError(f"expected a {ref.dtype} tensor of shape {tuple(ref.shape)}, got {t.dtype} {tuple(t.shape)}")
-    return t.to(device)
