@@ -19,13 +19,27 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from configs import CubingConfig
 
 
+class BatchedState:
+    """A dataclass of per-stream tensors batched along their first dimension, its fields named in FIELDS."""
+
+    FIELDS: tuple[str, ...]
+
+    @classmethod
+    def cat(cls, states: list) -> BatchedState:
+        """Streams' states batched in one."""
+        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in cls.FIELDS))
+
+    def __getitem__(self, b: int) -> BatchedState:
+        """Stream b's state out of a batched one."""
+        return type(self)(*(getattr(self, f)[b:b + 1] for f in self.FIELDS))
+
+
 @dataclass
-class CubingState:
+class CubingState(BatchedState):
     """Per stream, batched along the first dimension."""
     prev: torch.Tensor  # [B, P, D] features of the previous frame
     momentum: torch.Tensor  # [B, P, D]
@@ -34,15 +48,6 @@ class CubingState:
     by_head: torch.Tensor  # [B] bool: the open cube was opened by the head (at an event), so event_max_len caps it
 
     FIELDS = ("prev", "momentum", "seen", "length", "by_head")
-
-    @classmethod
-    def cat(cls, states: list[CubingState]) -> CubingState:
-        """Streams' states batched in one (along the first dimension)."""
-        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in cls.FIELDS))
-
-    def __getitem__(self, b: int) -> CubingState:
-        """Stream b's state out of a batched one."""
-        return CubingState(*(getattr(self, f)[b:b + 1] for f in self.FIELDS))
 
 
 @dataclass

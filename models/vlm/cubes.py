@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from models.cubing import BatchedState
+
 CHANGE_MEMORY = 1000  # frames over which the change statistics are exact (about 8 min at 2 fps)
 
 
@@ -59,7 +61,7 @@ def frame_feature(tokens: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ChangeState:
+class ChangeState(BatchedState):
     """Per stream (batch of B): the open cube's feature sum and length, and the stream's change statistics."""
     open_sum: torch.Tensor  # [B, D] sum of the open cube's frame features
     length: torch.Tensor  # [B] long: frames in the open cube
@@ -68,13 +70,6 @@ class ChangeState:
     var: torch.Tensor  # [B] variance of the changes
 
     FIELDS = ("open_sum", "length", "seen", "mean", "var")
-
-    @classmethod
-    def cat(cls, states: list[ChangeState]) -> ChangeState:
-        return cls(*(torch.cat([getattr(s, f) for s in states]) for f in cls.FIELDS))
-
-    def __getitem__(self, b: int) -> ChangeState:
-        return ChangeState(*(getattr(self, f)[b:b + 1] for f in self.FIELDS))
 
 
 class ChangeCubing:
