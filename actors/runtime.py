@@ -29,6 +29,7 @@ import contextlib
 import os
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -91,8 +92,8 @@ class EncoderActor:
         await self.attach(stream_id)
         return await self._call(self.worker.thumbnail, stream_id, entry_id)
 
-    async def counters(self) -> dict:
-        return await self._call(self.worker.stats)
+    async def counters(self, stream_ids: list[str] | None = None) -> dict:
+        return await self._call(self.worker.stats, stream_ids)
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -140,9 +141,8 @@ class IngestWorker:
             used = {ingest.target.handle for ingest in self.ingests.values()}
             self.encoders = {h: t for h, t in self.encoders.items() if h in used}
 
-    def status(self, stream_id: str) -> dict:
-        ingest = self.ingests.get(stream_id)
-        return ingest.status() if ingest else {"state": "connecting"}
+    def statuses(self, stream_ids: list[str]) -> dict[str, dict]:
+        return {sid: self.ingests[sid].status() if sid in self.ingests else {"state": "connecting"} for sid in stream_ids}
 
     def stream_ids(self) -> list[str]:
         return list(self.ingests)
@@ -334,25 +334,49 @@ class Controller:
                                for sid, s in self.streams.items()), return_exceptions=True)
 
     async def list_streams(self) -> list[dict]:
-        return await asyncio.gather(*(self.stream(sid) for sid in list(self.streams)))
+        return await self._describe(list(self.streams))
 
     async def stream(self, stream_id: str) -> dict:
-        s = self._get(stream_id)
-        try:
-            source = {"spec": s.spec, "state": "external"} if s.ingest is None else \
-                {"spec": s.spec} | await self._bounded(self.ingests[s.encoder][s.ingest].status.remote(stream_id),
-                                                       timeout=min(5.0, self.timeout))
-        except Exception as e:
-            source = {"spec": s.spec, "state": "unavailable", "last_error": repr(e)}
-        try:
-            counters = (await self._bounded(self.encoders[s.encoder].counters.remote(), timeout=min(5.0, self.timeout))).get(stream_id, {})
-        except Exception:
-            counters = {}
-        lat = sorted(counters.pop("latencies", []))
-        return {"id": stream_id, "spec": s.spec, "encoder": s.encoder, "node": self.encoder_nodes[s.encoder],
-                "source": source, "encoder_counters": counters,
-                "latency_p50": lat[len(lat) // 2] if lat else None,
-                "latency_p95": lat[int(len(lat) * 0.95)] if lat else None}
+        self._get(stream_id)
+        return (await self._describe([stream_id]))[0]
+
+    async def _describe(self, stream_ids: list[str]) -> list[dict]:
+        """The streams' states and counters, asked of each ingest worker and encoder once for all of its
+        streams (a page polling the list of many cameras costs one call per actor, not one per stream)."""
+        placed = {sid: self.streams[sid] for sid in stream_ids}
+        by_ingest, by_encoder = defaultdict(list), defaultdict(list)
+        for sid, s in placed.items():
+            by_encoder[s.encoder].append(sid)
+            if s.ingest is not None:
+                by_ingest[s.encoder, s.ingest].append(sid)
+        limit = min(5.0, self.timeout)
+
+        async def statuses(encoder: int, slot: int, sids: list[str]) -> dict[str, dict]:
+            try:
+                return await self._bounded(self.ingests[encoder][slot].statuses.remote(sids), timeout=limit)
+            except Exception as e:
+                return {sid: {"state": "unavailable", "last_error": repr(e)} for sid in sids}
+
+        async def counters(encoder: int, sids: list[str]) -> dict[str, dict]:
+            with contextlib.suppress(Exception):
+                return await self._bounded(self.encoders[encoder].counters.remote(sids), timeout=limit)
+            return {}
+
+        sources, encoded = {}, {}
+        for part in await asyncio.gather(*(statuses(e, i, sids) for (e, i), sids in by_ingest.items())):
+            sources |= part
+        for part in await asyncio.gather(*(counters(e, sids) for e, sids in by_encoder.items())):
+            encoded |= part
+        out = []
+        for sid, s in placed.items():
+            counters = dict(encoded.get(sid, {}))
+            lat = sorted(counters.pop("latencies", []))
+            out.append({"id": sid, "spec": s.spec, "encoder": s.encoder, "node": self.encoder_nodes[s.encoder],
+                        "source": {"spec": s.spec} | sources.get(sid, {"state": "external"}),
+                        "encoder_counters": counters,
+                        "latency_p50": lat[len(lat) // 2] if lat else None,
+                        "latency_p95": lat[int(len(lat) * 0.95)] if lat else None})
+        return out
 
     async def timeline(self, stream_id: str) -> list[dict]:
         s = self._get(stream_id)

@@ -206,11 +206,12 @@ class EncoderWorker:
         except KeyError:
             return None
 
-    def stats(self) -> dict[str, dict]:
-        """Per stream: its counters and its memory's size."""
+    def stats(self, stream_ids: list[str] | None = None) -> dict[str, dict]:
+        """Per stream (those of `stream_ids` it has; None: all): its counters and its memory's size."""
+        ids = self.streams if stream_ids is None else [sid for sid in stream_ids if sid in self.streams]
         return {sid: vars(s.counters) | {"latencies": list(s.counters.latencies), "entries": len(s.memory),
                                          "memory_tokens": s.memory.tokens, "levels": len(s.memory.levels())}
-                for sid, s in self.streams.items()}
+                for sid, s in ((sid, self.streams[sid]) for sid in ids)}
 
     def _get(self, stream_id: str) -> _Stream:
         try:

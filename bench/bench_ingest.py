@@ -198,13 +198,11 @@ def read_counters(controller, ids: list[str]) -> dict[str, dict]:
     """Per stream: its ingest's source counters and its encoder's counters, asked of the workers themselves
     with a long timeout: an overloaded worker answers late, and a missing answer must fail the step, not
     read as zero."""
-    workers = {ray.get(controller.ingest_of.remote(sid), timeout=60) for sid in ids}
-    sources = {}
-    for w in workers:
-        sources |= ray.get(w.__ray_call__.remote(lambda a: {sid: a.status(sid) for sid in a.stream_ids()}), timeout=120)
-    encoded = {}
+    sources, encoded = {}, {}
+    for w in {ray.get(controller.ingest_of.remote(sid), timeout=60) for sid in ids}:
+        sources |= ray.get(w.statuses.remote(ids), timeout=120)
     for e in {ray.get(controller.encoder_of.remote(sid), timeout=60) for sid in ids}:
-        encoded |= ray.get(e.counters.remote(), timeout=120)
+        encoded |= ray.get(e.counters.remote(ids), timeout=120)
     return {sid: {"source": sources[sid], "encoder_counters": encoded[sid]} for sid in ids}
 
 

@@ -114,6 +114,7 @@ def test_bad_frame_is_refused_alone(model, tmp_path):
     r = w.push([("a", np.zeros((4, 4), np.uint8), 0.0, 0.0), ("b", frame(1), 0.0, 0.0), ("c", frame(1), 0.0, 0.0)])
     assert r["b"] is None and r["c"] == "unknown stream" and "[H, W, 3]" in r["a"]
     assert w.stats()["a"]["bad_frames"] == 1 and w.stats()["b"]["frames"] == 1
+    assert list(w.stats(["b", "c"])) == ["b"]  # the streams asked for that it has
     folder = MemoryStore(tmp_path, "b").dir
     assert folder.is_dir()
     w.remove_stream("b")
