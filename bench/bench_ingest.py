@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import av
@@ -45,8 +46,8 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.runtime import start_controller  # noqa: E402
 from actors.cli import settings  # noqa: E402
+from actors.runtime import start_controller  # noqa: E402
 from configs import load_config  # noqa: E402
 
 WIDTH, HEIGHT, FPS, GOP_SECONDS = 1280, 720, 15, 10  # the clip: one encoded stretch, repeated without re-encoding
@@ -198,11 +199,15 @@ def read_counters(controller, ids: list[str]) -> dict[str, dict]:
     """Per stream: its ingest's source counters and its encoder's counters, asked of the workers themselves
     with a long timeout: an overloaded worker answers late, and a missing answer must fail the step, not
     read as zero."""
+    workers, encoders = defaultdict(list), defaultdict(list)
+    for sid in ids:
+        workers[ray.get(controller.ingest_of.remote(sid), timeout=60)].append(sid)
+        encoders[ray.get(controller.encoder_of.remote(sid), timeout=60)].append(sid)
     sources, encoded = {}, {}
-    for w in {ray.get(controller.ingest_of.remote(sid), timeout=60) for sid in ids}:
-        sources |= ray.get(w.statuses.remote(ids), timeout=120)
-    for e in {ray.get(controller.encoder_of.remote(sid), timeout=60) for sid in ids}:
-        encoded |= ray.get(e.counters.remote(ids), timeout=120)
+    for w, sids in workers.items():
+        sources |= ray.get(w.statuses.remote(sids), timeout=120)
+    for e, sids in encoders.items():
+        encoded |= ray.get(e.counters.remote(sids), timeout=120)
     return {sid: {"source": sources[sid], "encoder_counters": encoded[sid]} for sid in ids}
 
 
