@@ -369,11 +369,11 @@ class Controller:
             encoded |= part
         out = []
         for sid, s in placed.items():
-            counters = dict(encoded.get(sid, {}))
-            lat = sorted(counters.pop("latencies", []))
+            counted = dict(encoded.get(sid, {}))
+            lat = sorted(counted.pop("latencies", []))
             out.append({"id": sid, "spec": s.spec, "encoder": s.encoder, "node": self.encoder_nodes[s.encoder],
                         "source": {"spec": s.spec} | sources.get(sid, {"state": "external"}),
-                        "encoder_counters": counters,
+                        "encoder_counters": counted,
                         "latency_p50": lat[len(lat) // 2] if lat else None,
                         "latency_p95": lat[int(len(lat) * 0.95)] if lat else None})
         return out

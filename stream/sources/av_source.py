@@ -117,6 +117,7 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
     if source.cfg.skip_loop_filter:
         stream.codec_context.options = {"skip_loop_filter": "all"}  # read when the decoder opens, at its first packet
     lag = Lag(source.cfg.max_lag) if source.live and not realtime else None
+    gate = source.decode_gate or contextlib.nullcontext()
     start = None  # (stream time, wall time) of the first frame, for pacing
     for packet in container.demux(stream):
         if lag is not None and packet.pts is not None:
@@ -125,7 +126,7 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
             if skip:
                 source.status.frames_skipped += 1
                 continue
-        with source.decode_gate or contextlib.nullcontext():
+        with gate:
             decoded = packet.decode()
         for vf in decoded:
             arrival = time.monotonic()
