@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from actors.ingest import Ingest
 from configs import Config
 from stream.ids import check_stream_id
 from stream.sources import open_source
+from stream.sources.gate import DecodeGate
 
 CONTROLLER = "cubestream-controller"
 
@@ -105,16 +105,16 @@ class EncoderActor:
 @ray.remote
 class IngestWorker:
     """The Ingests of many streams in one process. Each stream decodes on a thread of its own (FFmpeg
-    releases the GIL while it decodes), its sampled frames reduced to the encoder's input size, and the
+    releases the GIL while it decodes) in bursts that take turns at the cores, its sampled frames reduced to the encoder's input size, and the
     frames of all its streams for one encoder go in one call (a FrameBatcher per encoder)."""
 
     def __init__(self, cfg: Config):
         # this thread runs the event loop, and the decoding threads it starts inherit its niceness
         os.nice(cfg.runtime.ingest_nice)  # decoding yields the cores to the encoders and the LLM (RuntimeConfig)
         self.cfg = cfg
-        # at most as many packets decode at once as there are cores: past capacity the other streams wait
-        # (asleep), fall behind and shed frames, and the encoder, the LLM and Ray still find a core
-        self.decode_gate = threading.BoundedSemaphore(cfg.runtime.ingest_decoders or len(os.sched_getaffinity(0)))
+        # at most as many streams decode at once as there are cores, the others in turn: past capacity they
+        # wait (asleep), fall behind and shed frames alike, and the encoder, the LLM and Ray still find a core
+        self.decode_gate = DecodeGate(cfg.runtime.ingest_decoders or len(os.sched_getaffinity(0)))
         self.ingests: dict[str, Ingest] = {}
         self.encoders: dict[object, RemoteEncoder] = {}  # encoder handle -> the target its streams share
         self._lock = asyncio.Lock()

@@ -267,6 +267,10 @@ class SourceConfig:
     # PSNR on the ingest benchmark's clip, at full size and at the model's) that can build up between
     # keyframes; reduced to the model's input size they do not show. False decodes to the standard.
     skip_loop_filter: bool = True
+    # A live camera's packets are decoded in bursts of up to this many seconds: a decoder that wakes for
+    # each frame finds its caches cold and costs about a quarter more per frame. The frames wait as long
+    # (frame-to-memory latency); 0 decodes each packet as it comes.
+    decode_batch: float = 0.25
     # Hardware decoding through FFmpeg (PyAV's HWAccel): "cuda" (NVDEC), "vaapi", "qsv", ...; None decodes on
     # the CPU. A codec the device cannot decode falls back to the CPU; a device that cannot be opened fails
     # the source with an error that says so.
@@ -278,6 +282,9 @@ class SourceConfig:
 
     def __post_init__(self):
         _positive(self, "open_timeout", "read_timeout", "backoff_initial", "backoff_max", "max_lag", "frame_timeout")
+        if not 0.0 <= self.decode_batch <= self.max_lag / 2:
+            raise ConfigError(f"source.decode_batch ({self.decode_batch}) must lie in [0, max_lag / 2]: a burst "
+                              f"is read before it is decoded, so it counts towards the lag")
         if self.decode_threads < 0:
             raise ConfigError(f"source.decode_threads must be >= 0, got {self.decode_threads!r}")
         if self.hwaccel is not None and self.hwaccel not in HW_DEVICE_TYPES:
@@ -341,7 +348,7 @@ class RuntimeConfig:
     # LLM, the controller and Ray, and the decoding falls behind instead (then sheds frames: source.max_lag),
     # so the encoder keeps its full rate and questions keep their latency however many cameras are added.
     ingest_nice: int = 5
-    # Packets an ingest worker decodes at once, across all its streams (0: one per core of its node)
+    # Streams an ingest worker decodes at once (0: one per core of its node); the others wait their turn
     ingest_decoders: int = 0
     # Seconds an ingest worker holds a sampled frame for the frames of its other streams, to send them to the
     # encoder in one call and one batched pass (several times less CPU a frame than one by one)

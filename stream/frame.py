@@ -10,4 +10,4 @@ import numpy as np
 class Frame:
     image: np.ndarray  # uint8 [H, W, 3], RGB
     pts: float  # stream time in seconds: monotonic within a stream, across reconnects too
-    arrival: float  # time.monotonic() when the frame was decoded
+    arrival: float  # time.monotonic() when the frame came in (its packet was read; a paced file: when it was due)

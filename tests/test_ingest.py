@@ -1,8 +1,10 @@
 """Ingest without Ray: the batching at both ends of the call to an encoder, overload that drops fairly and
 is counted, frames reduced at the source, and a camera read behind real time catching up by its keyframes."""
 import asyncio
+import statistics
 import time
 
+import numpy as np
 import pytest
 
 from actors.batching import EncoderIntake, FrameBatcher
@@ -202,6 +204,26 @@ async def test_rtsp_camera_read_behind_real_time_catches_up_on_keyframes(server)
     (w0, p0), (w1, p1) = seen[0], seen[-1]
     # without skipping, 60 frames at 0.15 s would be 9 s of wall time for 4 s of stream time
     assert (w1 - w0) - (p1 - p0) < 3.0, (w1 - w0, p1 - p0)
+
+
+async def test_rtsp_packets_are_decoded_in_bursts_and_frames_keep_the_time_they_came_in(server):
+    """source.decode_batch 0.4 s: every frame is decoded and delivered, a burst's frames together, each with
+    the time its packet was read (so the wait shows as latency); decode_batch 0: each frame as it comes."""
+    async def delays(batch: float):
+        source = open_source(server.url("h264"), FAST, decode_batch=batch)
+        frames, waited = [], []
+        async with Sampler(source, SamplerConfig(fps=15)) as sampler:  # the camera's own rate: every frame
+            while len(frames) < 45:
+                frames.append(await sampler.get())
+                waited.append(time.monotonic() - frames[-1].arrival)
+        st = source.status
+        assert st.frames_skipped == st.frames_dropped == 0
+        assert np.diff([f.pts for f in frames]).max() < 0.1  # no frame missing (15 fps)
+        return waited
+
+    batched, plain = await delays(0.4), await delays(0.0)
+    assert max(batched) > 0.25  # a burst's first frame waited for the rest of it
+    assert statistics.median(plain) < 0.1 < statistics.median(batched), (plain, batched)
 
 
 def test_frame_size_is_the_profiles():

@@ -1,6 +1,7 @@
 """Files (any container FFmpeg reads) and the synthetic camera as sources."""
 import asyncio
 import threading
+import time
 
 import av
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from configs import SamplerConfig, SourceConfig
 from stream.sampler import Sampler
 from stream.sources import SourceFailed, open_source
+from stream.sources.gate import DecodeGate
 from stream.synth import SynthWorld
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,6 +105,55 @@ async def test_sources_sharing_a_decode_gate_decode_one_packet_at_a_time_and_los
     for got in gated:
         assert [f.pts for f in got] == [f.pts for f in plain] and len(got) == FPS * SECONDS
         assert all((a.image == b.image).all() for a, b in zip(got, plain))
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_decode_gate_lets_in_at_most_its_slots_in_the_order_they_came(slots):
+    gate, lock = DecodeGate(slots), threading.Lock()
+    order, inside, most = [], [0], [0]
+
+    def decode(i):
+        with gate:
+            with lock:
+                order.append(i)
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    for _ in range(slots):
+        gate.__enter__()  # every slot taken: each thread that comes now waits
+    threads = [threading.Thread(target=decode, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)  # they come one after another
+    for _ in range(slots):
+        gate.__exit__()
+    for t in threads:
+        t.join()
+    assert most[0] == slots
+    # in turn: each thread enters before any that came after it was let in alongside the next slots
+    assert all(order.index(i) < order.index(j) for i in range(9) for j in range(i + slots, 9)), order
+
+
+def test_a_slot_freed_goes_to_the_thread_waiting_not_to_one_that_comes_later():
+    """threading.Semaphore fails this: the releasing thread takes the slot back before the waiter it woke runs."""
+    gate, got = DecodeGate(1), []
+
+    def waiter():
+        with gate:
+            got.append("waiter")
+
+    gate.__enter__()
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.1)  # the waiter waits
+    gate.__exit__()
+    with gate:  # a thread that comes later
+        got.append("later")
+    t.join()
+    assert got == ["waiter", "later"]
 
 
 async def test_hardware_decoding_decodes_or_says_it_is_not_there(tmp_path):

@@ -107,9 +107,14 @@ def hardware(spec: str, cfg: SourceConfig) -> HWAccel | None:
 
 def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Frame]:
     """Decode the first video stream on `cfg.decode_threads` threads (without deblocking where
-    `cfg.skip_loop_filter`), each packet under `source.decode_gate`; convert only the frames `keep` wants,
-    reduced by libswscale (`source.resize`) on the way to RGB. A live camera read behind real time (the
-    cores cannot keep up) is decoded at its keyframes only until it has caught up (see Lag)."""
+    `cfg.skip_loop_filter`); convert only the frames `keep` wants, reduced by libswscale (`source.resize`)
+    on the way to RGB. A live camera decoded behind real time (the cores cannot keep up) is decoded at its
+    keyframes only until it has caught up (see Lag).
+
+    A live camera's packets are decoded in bursts of `cfg.decode_batch` seconds, each burst under
+    `source.decode_gate`: a decoder woken for every frame finds its caches cold and costs about a quarter
+    more per frame than one that decodes several in a row. A frame's arrival is when its packet was read,
+    so the wait shows in the frame-to-memory latency."""
     if not container.streams.video:
         raise SourceFailed(f"{source.status.spec}: no video stream")
     stream = container.streams.video[0]
@@ -117,35 +122,53 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
     if source.cfg.skip_loop_filter:
         stream.codec_context.options = {"skip_loop_filter": "all"}  # read when the decoder opens, at its first packet
     lag = Lag(source.cfg.max_lag) if source.live and not realtime else None
+    wait = source.cfg.decode_batch if lag is not None else 0.0
     gate = source.decode_gate or contextlib.nullcontext()
     start = None  # (stream time, wall time) of the first frame, for pacing
+    burst: list[tuple[av.Packet, float]] = []  # packets read, not yet decoded, with when each was read
     for packet in container.demux(stream):
-        if lag is not None and packet.pts is not None:
-            skip = lag.skip(float(packet.pts * stream.time_base), time.monotonic(), packet.is_keyframe)
-            source.status.lag = lag.lag
-            if skip:
-                source.status.frames_skipped += 1
-                continue
+        read = time.monotonic()
+        burst.append((packet, read))
+        if packet.size and read - burst[0][1] < wait and len(burst) < MAX_BURST:
+            continue  # (an empty packet is the end of the stream: flush)
         with gate:
-            decoded = packet.decode()
-        for vf in decoded:
-            arrival = time.monotonic()
-            pts = source._decoded(vf.time, arrival)
+            kept = list(decode_burst(source, burst, keep, lag, stream.time_base))
+        burst.clear()
+        for frame in kept:
             if realtime:
-                start = start or (pts, arrival)
-                if (ahead := (pts - start[0]) - (arrival - start[1])) > 0:
+                start = start or (frame.pts, frame.arrival)
+                if (ahead := (frame.pts - start[0]) - (time.monotonic() - start[1])) > 0:
                     time.sleep(ahead)
-                    arrival = time.monotonic()
-            if keep(pts):
-                yield Frame(source.to_rgb(vf), pts, arrival)
+                frame.arrival = time.monotonic()
+            yield frame
         if source._closed:
             return
 
 
-class Lag:
-    """How far behind real time a live stream is read, and whether to skip its next packet.
+MAX_BURST = 32  # packets: a camera read from far behind (its backlog comes at once) still shares the gate
 
-    Lag is how much (arrival - camera time) has grown over its least value this session. Past `limit`
+
+def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None, time_base) -> Iterator[Frame]:
+    """The frames `keep` wants of the packets in `burst`, converted as each is decoded: a decoded frame is
+    released before the next is decoded, so the decoder's frame pool stays as small as for one packet.
+    Where the decode runs behind real time, `lag` skips packets (counted in status.frames_skipped)."""
+    for packet, read in burst:
+        if lag is not None and packet.pts is not None:
+            skip = lag.skip(float(packet.pts * time_base), time.monotonic(), packet.is_keyframe)
+            source.status.lag = lag.lag
+            if skip:
+                source.status.frames_skipped += 1
+                continue
+        for vf in packet.decode():
+            pts = source._decoded(vf.time, read)
+            if keep(pts):
+                yield Frame(source.to_rgb(vf), pts, read)
+
+
+class Lag:
+    """How far behind real time a live stream is decoded, and whether to skip its next packet.
+
+    Lag is how much (decode time - camera time) has grown over its least value this session. Past `limit`
     seconds the stream is read at its keyframes only, at most one a second (a camera that sends only
     keyframes is thinned too), which costs a fraction of a full decode, so the reading catches up;
     skipping stops at a keyframe once the lag is under a quarter of the limit. A sudden step of more
