@@ -134,30 +134,35 @@ async def test_frames_that_waited_past_max_delay_are_dropped_not_delivered():
     assert (st.frames_sampled, st.frames_dropped) == (41, 41)  # ... and every one is counted
 
 
+def decodes(lag: Lag, camera_time: float, now: float, keyframe: bool) -> bool:
+    """A packet read and decoded at once: whether `lag` skips it."""
+    return not lag.skip(camera_time, lag.read(camera_time, now), keyframe)
+
+
 def test_lag_skips_to_keyframes_while_behind_and_resumes_once_caught_up():
     lag = Lag(limit=1.0)
     # on time: 15 fps, a keyframe each second
-    assert not any(lag.skip(k / 15, 100 + k / 15, k % 15 == 0) for k in range(30))
+    assert all(decodes(lag, k / 15, 100 + k / 15, k % 15 == 0) for k in range(30))
     # the reader falls behind: the camera's clock advances 10 frames per 15 of wall time
-    decisions = [lag.skip(2 + k / 15, 102 + 1.5 * k / 15, k % 15 == 0) for k in range(60)]
+    decisions = [not decodes(lag, 2 + k / 15, 102 + 1.5 * k / 15, k % 15 == 0) for k in range(60)]
     first = decisions.index(True)
     assert 0 < first < 60 and lag.lag > 1.0
     assert all(d == (k % 15 != 0) for k, d in enumerate(decisions) if k >= first)  # keyframes only
     # catching up: packets come faster than real time (the backlog read without decoding)
     t, now = 2 + 60 / 15, 102 + 1.5 * 60 / 15
     for k in range(1, 90):
-        lag.skip(t + k / 15, now + k / 60, k % 15 == 0)
+        decodes(lag, t + k / 15, now + k / 60, k % 15 == 0)
         if not lag.skipping:
             break
     assert not lag.skipping and k % 15 == 0, "decodes every frame again from a keyframe once caught up"
     assert lag.lag < 0.25
-    assert not lag.skip(t + (k + 1) / 15, now + k / 60 + 1 / 15, False)
+    assert decodes(lag, t + (k + 1) / 15, now + k / 60 + 1 / 15, False)
 
 
 def test_lag_thins_a_stream_of_keyframes_only():
     lag = Lag(limit=1.0)
-    lag.skip(0.0, 0.0, True)
-    decisions = [lag.skip(k / 15, 1.5 * k / 15, True) for k in range(1, 90)]  # all-intra, read too slowly
+    decodes(lag, 0.0, 0.0, True)
+    decisions = [not decodes(lag, k / 15, 1.5 * k / 15, True) for k in range(1, 90)]  # all-intra, read too slowly
     decoded = [k for k, d in zip(range(1, 90), decisions) if not d]
     assert lag.skipping and len(decoded) < 40
     assert all(b - a >= 15 for a, b in zip(decoded, decoded[1:]) if a > 45)  # one a second while behind
@@ -166,10 +171,23 @@ def test_lag_thins_a_stream_of_keyframes_only():
 def test_lag_takes_a_step_in_the_camera_clock_as_its_new_baseline():
     lag = Lag(limit=1.0)
     for k in range(15):
-        lag.skip(k / 15, k / 15, k % 15 == 0)
+        decodes(lag, k / 15, k / 15, k % 15 == 0)
     # the camera's clock steps back 5 s; frames then come in real time: no backlog, nothing to skip
-    assert not any(lag.skip(k / 15 - 5, k / 15, k % 15 == 0) for k in range(15, 75))
+    assert all(decodes(lag, k / 15 - 5, k / 15, k % 15 == 0) for k in range(15, 75))
     assert lag.lag < 0.01
+
+
+def test_lag_counts_the_wait_for_the_decoder_and_a_backlog_left_while_away():
+    # read on time, decoded 1.5 s later (a burst that waited for the decode gate): behind
+    lag = Lag(limit=1.0)
+    behind = [lag.read(k / 15, k / 15) for k in range(15)]
+    assert lag.skip(14 / 15, behind[-1] + 1.5, False)
+    # the thread was away decoding for 2 s; the packets the camera sent meanwhile waited in its socket and
+    # are read at once on its return: a backlog to skip, not a step in the camera's clock
+    lag = Lag(limit=1.0)
+    assert all(decodes(lag, k / 15, k / 15, k % 15 == 0) for k in range(15))
+    behind = lag.read(16 / 15, 3.0, away=2.0)
+    assert behind > 1.8 and lag.skip(16 / 15, behind, False)
 
 
 async def test_rtsp_frames_are_reduced_at_the_source_to_the_size_asked(server):

@@ -125,15 +125,20 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
     wait = source.cfg.decode_batch if lag is not None else 0.0
     gate = source.decode_gate or contextlib.nullcontext()
     start = None  # (stream time, wall time) of the first frame, for pacing
-    burst: list[tuple[av.Packet, float]] = []  # packets read, not yet decoded, with when each was read
+    burst: list[tuple[av.Packet, float, float | None, float]] = []  # read, not decoded: (packet, read, camera time, lag)
+    away = 0.0  # seconds spent decoding (and waiting to) since the last packet was read
     for packet in container.demux(stream):
         read = time.monotonic()
-        burst.append((packet, read))
+        camera_time = None if lag is None or packet.pts is None else float(packet.pts * stream.time_base)
+        behind = 0.0 if camera_time is None else lag.read(camera_time, read, away)
+        burst.append((packet, read, camera_time, behind))
+        away = 0.0
         if packet.size and read - burst[0][1] < wait and len(burst) < MAX_BURST:
             continue  # (an empty packet is the end of the stream: flush)
         with gate:
-            kept = list(decode_burst(source, burst, keep, lag, stream.time_base))
+            kept = list(decode_burst(source, burst, keep, lag))
         burst.clear()
+        away = time.monotonic() - read
         for frame in kept:
             if realtime:
                 start = start or (frame.pts, frame.arrival)
@@ -148,13 +153,13 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
 MAX_BURST = 32  # packets: a camera read from far behind (its backlog comes at once) still shares the gate
 
 
-def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None, time_base) -> Iterator[Frame]:
+def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None) -> Iterator[Frame]:
     """The frames `keep` wants of the packets in `burst`, converted as each is decoded: a decoded frame is
     released before the next is decoded, so the decoder's frame pool stays as small as for one packet.
     Where the decode runs behind real time, `lag` skips packets (counted in status.frames_skipped)."""
-    for packet, read in burst:
-        if lag is not None and packet.pts is not None:
-            skip = lag.skip(float(packet.pts * time_base), time.monotonic(), packet.is_keyframe)
+    for packet, read, camera_time, behind in burst:
+        if camera_time is not None:
+            skip = lag.skip(camera_time, behind + time.monotonic() - read, packet.is_keyframe)
             source.status.lag = lag.lag
             if skip:
                 source.status.frames_skipped += 1
@@ -168,31 +173,40 @@ def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None, time_
 class Lag:
     """How far behind real time a live stream is decoded, and whether to skip its next packet.
 
-    Lag is how much (decode time - camera time) has grown over its least value this session. Past `limit`
-    seconds the stream is read at its keyframes only, at most one a second (a camera that sends only
-    keyframes is thinned too), which costs a fraction of a full decode, so the reading catches up;
-    skipping stops at a keyframe once the lag is under a quarter of the limit. A sudden step of more
-    than `limit` between two packets is a step in the camera's clock (or a stall the packets after it
-    make up at once), not a decoder falling behind: it becomes the new baseline. Each stream decides
-    alone, so streams that share overloaded cores all lose frames alike, and every one stays within
-    about `limit` of real time.
+    The baseline is the least (read time - camera time) of the session's packets: how far behind the
+    camera's clock a packet read at once is. Lag is how much later than that a packet is decoded: the
+    time it waited in the camera's socket while this stream's thread was away decoding, plus the time
+    it waited in its burst and for the decode gate. Past `limit` seconds the stream is decoded at its
+    keyframes only, at most one a second (a camera that sends only keyframes is thinned too), which costs
+    a fraction of a full decode, so it catches up; skipping stops at a keyframe once the lag is under a
+    quarter of the limit. A step of more than `limit` between two packets read, beyond the time the
+    thread was away, is a step in the camera's clock (or a stall the packets after it make up at once),
+    not a decoder falling behind: it becomes the new baseline. Each stream decides alone, so streams that
+    share overloaded cores all lose frames alike, and every one stays within about `limit` of real time.
     """
 
     def __init__(self, limit: float):
         self.limit = limit
         self.base = math.inf
-        self.lag = 0.0  # at the last packet
+        self.lag = 0.0  # at the last packet decoded
         self.skipping = False
         self._last_offset: float | None = None
         self._last_key = -math.inf  # camera time of the last keyframe decoded while skipping
 
-    def skip(self, camera_time: float, now: float, keyframe: bool) -> bool:
+    def read(self, camera_time: float, now: float, away: float = 0.0) -> float:
+        """A packet read at `now`, `away` seconds of decoding after the packet before it: how far behind
+        real time it was read."""
         offset = now - camera_time
-        if self._last_offset is not None and offset - self._last_offset > self.limit:
-            self.base = offset  # a step, not a drift
+        if self._last_offset is not None and offset - self._last_offset - away > self.limit:
+            self.base = offset  # a step, not a backlog
         self._last_offset = offset
         self.base = min(self.base, offset)
-        lag = self.lag = offset - self.base
+        return offset - self.base
+
+    def skip(self, camera_time: float, lag: float, keyframe: bool) -> bool:
+        """Whether to skip a packet that would be decoded `lag` seconds behind real time (how far behind
+        it was read, plus how long it has waited since)."""
+        self.lag = lag
         if not self.skipping:
             if lag <= self.limit:
                 return False

@@ -110,7 +110,7 @@ class Source:
             self.status.state = "connected"
             self._backoff.reset()
         self.status.frames_decoded += 1
-        self._last_frame = arrival
+        self._last_frame = time.monotonic()  # the watchdog's clock: decoding goes on, however late the frame came in
         return self.timeline.stamp(raw_pts, arrival)
 
     def _retry_delay(self) -> float:
