@@ -256,6 +256,12 @@ def run_step(controller, url: str, n: int, step: int, args) -> dict:
     lost = np.array([delta(sid, "source", "frames_dropped") + delta(sid, "source", "frames_skipped") for sid in ids])
     encoded = sum(delta(sid, "encoder_counters", "frames") for sid in ids) / elapsed
     sustained = int(np.sum((decoded >= 0.9) & (sampled >= 0.9) & (lost == 0)))
+    for k in np.flatnonzero((decoded < 0.9) | (sampled < 0.9) | (lost > 0))[:5]:  # a few cameras not sustained
+        sid, src = ids[k], after[ids[k]]["source"]
+        print(f"    {sid}: {src.get('state')}, {delta(sid, 'source', 'reconnects')} reconnects, decoded {decoded[k]:.0%}, "
+              f"sampled {sampled[k]:.0%}, dropped {delta(sid, 'source', 'frames_dropped')}, skipped "
+              f"{delta(sid, 'source', 'frames_skipped')}, lag {src.get('lag', 0):.2f} s; last error: {src.get('last_error')}",
+              flush=True)
     for sid in ids:
         ray.get(controller.remove_stream.remote(sid), timeout=120)
     return {"n": n, "sustained": sustained, "decoded": float(np.median(decoded)), "sampled": float(np.median(sampled)),

@@ -156,10 +156,13 @@ MAX_BURST = 32  # packets: a camera read from far behind (its backlog comes at o
 def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None) -> Iterator[Frame]:
     """The frames `keep` wants of the packets in `burst`, converted as each is decoded: a decoded frame is
     released before the next is decoded, so the decoder's frame pool stays as small as for one packet.
-    Where the decode runs behind real time, `lag` skips packets (counted in status.frames_skipped)."""
+    Where the decode runs behind real time, `lag` skips packets (counted in status.frames_skipped): how
+    far behind each packet was read, plus how long the burst has waited since it was complete (a packet's
+    wait for the rest of its burst is by design, not a decoder falling behind)."""
+    complete = burst[-1][1]
     for packet, read, camera_time, behind in burst:
         if camera_time is not None:
-            skip = lag.skip(camera_time, behind + time.monotonic() - read, packet.is_keyframe)
+            skip = lag.skip(camera_time, behind + time.monotonic() - complete, packet.is_keyframe)
             source.status.lag = lag.lag
             if skip:
                 source.status.frames_skipped += 1
@@ -179,9 +182,10 @@ class Lag:
     it waited in its burst and for the decode gate. Past `limit` seconds the stream is decoded at its
     keyframes only, at most one a second (a camera that sends only keyframes is thinned too), which costs
     a fraction of a full decode, so it catches up; skipping stops at a keyframe once the lag is under a
-    quarter of the limit. A step of more than `limit` between two packets read, beyond the time the
-    thread was away, is a step in the camera's clock (or a stall the packets after it make up at once),
-    not a decoder falling behind: it becomes the new baseline. Each stream decides alone, so streams that
+    quarter of the limit. A packet read later than the one before by more than the time the thread was
+    away (plus a quarter of the limit) shows a step in the camera's clock (FFmpeg re-basing an RTSP
+    session's times on its first RTCP report, a camera rebooted) or in the network's delay, not a decoder
+    falling behind: it becomes the new baseline. Each stream decides alone, so streams that
     share overloaded cores all lose frames alike, and every one stays within about `limit` of real time.
     """
 
@@ -197,7 +201,7 @@ class Lag:
         """A packet read at `now`, `away` seconds of decoding after the packet before it: how far behind
         real time it was read."""
         offset = now - camera_time
-        if self._last_offset is not None and offset - self._last_offset - away > self.limit:
+        if self._last_offset is not None and offset - self._last_offset - away > self.limit / 4:
             self.base = offset  # a step, not a backlog
         self._last_offset = offset
         self.base = min(self.base, offset)
