@@ -162,7 +162,7 @@ def decode_burst(source: Source, burst: list, keep: Keep, lag: Lag | None) -> It
     complete = burst[-1][1]
     for packet, read, camera_time, behind in burst:
         if camera_time is not None:
-            skip = lag.skip(camera_time, behind + time.monotonic() - complete, packet.is_keyframe)
+            skip = lag.skip(camera_time, behind, time.monotonic() - complete, packet.is_keyframe)
             source.status.lag = lag.lag
             if skip:
                 source.status.frames_skipped += 1
@@ -181,8 +181,10 @@ class Lag:
     time it waited in the camera's socket while this stream's thread was away decoding, plus the time
     it waited in its burst and for the decode gate. Past `limit` seconds the stream is decoded at its
     keyframes only, at most one a second (a camera that sends only keyframes is thinned too), which costs
-    a fraction of a full decode, so it catches up; skipping stops at a keyframe once the lag is under a
-    quarter of the limit. A packet read later than the one before by more than the time the thread was
+    a fraction of a full decode, so it catches up; skipping stops at a keyframe once its reading has caught
+    up (read under a quarter of the limit behind). The wait for the decode gate is the same for every
+    stream: past capacity it sends each stream in turn to its keyframes for a while, so all shed frames,
+    not a few all of theirs. A packet read later than the one before by more than the time the thread was
     away (plus a quarter of the limit) shows a step in the camera's clock (FFmpeg re-basing an RTSP
     session's times on its first RTCP report, a camera rebooted) or in the network's delay, not a decoder
     falling behind: it becomes the new baseline. Each stream decides alone, so streams that
@@ -207,10 +209,9 @@ class Lag:
         self.base = min(self.base, offset)
         return offset - self.base
 
-    def skip(self, camera_time: float, lag: float, keyframe: bool) -> bool:
-        """Whether to skip a packet that would be decoded `lag` seconds behind real time (how far behind
-        it was read, plus how long it has waited since)."""
-        self.lag = lag
+    def skip(self, camera_time: float, behind: float, waited: float, keyframe: bool) -> bool:
+        """Whether to skip a packet read `behind` seconds behind real time that has waited `waited` since."""
+        lag = self.lag = behind + waited
         if not self.skipping:
             if lag <= self.limit:
                 return False
@@ -218,6 +219,6 @@ class Lag:
         if not keyframe or camera_time - self._last_key < 1.0:
             return True
         self._last_key = camera_time
-        if lag < self.limit / 4:
+        if behind < self.limit / 4:
             self.skipping = False
         return False  # the keyframe is decoded: the frames after it need it, and it is a frame to sample
