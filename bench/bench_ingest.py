@@ -13,8 +13,10 @@ In one run:
    steps (fresh cameras each step): per step, over --seconds after --warmup:
    - sustained: cameras with >= 90% of their frames decoded, >= 90% of the sample rate, nothing dropped
      or skipped;
-   - frame-to-memory p50/p95 (a frame decoded -> in its stream's memory) and the read lag p95 (how far
-     behind real time the cameras were read; frame-to-memory from the camera is about their sum);
+   - frame-to-memory p50/p95 (a frame's packet read from the camera -> the frame in its stream's memory:
+     decode bursts, the decode gate, sampling, batching and the encoder) and the decode lag p95 (how far
+     behind real time the cameras were decoded, what source.max_lag bounds); the cameras not sustained
+     are named with their counts;
    - encoded frames/s; CPU (cores busy, the RTSP server apart) and CPU ms per camera-second;
    - resident memory per stream: the ingest workers' RSS over N, and all the runtime's processes' over N.
 The last lines compare with the goals: sustained >= 70% of the limit, <= 40 MB per stream, p95 < 1 s at
@@ -334,7 +336,7 @@ def report(rows: list[dict], args, limit: float, limit_cpu: float, rate_cpu: flo
     print(f"\n720p {FPS} fps H.264 cameras over RTSP (127.0.0.1), sampled at {args.fps:g} fps; {args.cores} cores; "
           f"limit {limit:.1f} cameras (decode-bound, measured in this run); load average at start {load:.1f}")
     head = ("cameras", "x limit", "sustained", "decoded", "sampled", "dropped+skipped", "f->mem p50 ms", "p95 ms",
-            "read lag p95 s", "encoded f/s", "cores busy", "CPU ms/cam-s", "ingest RSS/stream MB",
+            "decode lag p95 s", "encoded f/s", "cores busy", "CPU ms/cam-s", "ingest RSS/stream MB",
             "all RSS/stream MB", "all PSS/stream MB")
     print("| " + " | ".join(head) + " |")
     print("|" + "---:|" * len(head))
@@ -371,7 +373,7 @@ def report(rows: list[dict], args, limit: float, limit_cpu: float, rate_cpu: flo
                   f"{(args.cores * 1e3 - fixed) / per_cam / lim:.0%}")
     near = min(rows, key=lambda r: abs(r["n"] - 0.8 * top["n"]))
     print(f"at ~80% of capacity ({near['n']} cameras): frame-to-memory p95 {near['p95']:.2f} s, "
-          f"read lag p95 {near['lag95']:.2f} s (goal < 1 s)")
+          f"decode lag p95 {near['lag95']:.2f} s (goal < 1 s)")
     print(f"memory per stream at {top['n']}: ingest RSS {top['rss_ingest']:.1f} MB; all processes RSS "
           f"{top['rss_all']:.1f} MB, PSS {top['pss_all']:.1f} MB (goal <= 40 MB)")
     if len(rows) > 1:
