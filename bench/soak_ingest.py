@@ -61,7 +61,7 @@ def main() -> None:
                 ray.get(controller.add_stream.remote(f"soak{i}", spec), timeout=120)
             t0 = time.monotonic()
             end = t0 + args.warmup + 60 * args.minutes
-            while (now := time.monotonic()) < end:
+            while time.monotonic() < end:
                 time.sleep(args.interval)
                 procs = {p: k for p, k in descendants(os.getpid()).items() if k != "rtsp server"}
                 samples.append((time.monotonic() - t0, {p: (k, memory_mb(p, "VmRSS")) for p, k in procs.items()}))
