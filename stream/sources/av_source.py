@@ -126,7 +126,7 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
     gate = source.decode_gate or contextlib.nullcontext()
     start = None  # (stream time, wall time) of the first frame, for pacing
     burst: list[tuple[av.Packet, float, float | None, float]] = []  # read, not decoded: (packet, read, camera time, lag)
-    away = 0.0  # seconds spent decoding (and waiting to) since the last packet was read
+    away = 0.0  # seconds this thread spent elsewhere than reading since the last packet was read
     for packet in container.demux(stream):
         read = time.monotonic()
         camera_time = None if lag is None or packet.pts is None else float(packet.pts * stream.time_base)
@@ -138,7 +138,6 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
         with gate:
             kept = list(decode_burst(source, burst, keep, lag))
         burst.clear()
-        away = time.monotonic() - read
         for frame in kept:
             if realtime:
                 start = start or (frame.pts, frame.arrival)
@@ -148,6 +147,7 @@ def decode(source: Source, container, keep: Keep, realtime: bool) -> Iterator[Fr
             yield frame
         if source._closed:
             return
+        away = time.monotonic() - read  # the gate, the decode and the frames' hand-over: the camera went on sending
 
 
 MAX_BURST = 32  # packets: a camera read from far behind (its backlog comes at once) still shares the gate
@@ -183,12 +183,11 @@ class Lag:
     keyframes only, at most one a second (a camera that sends only keyframes is thinned too), which costs
     a fraction of a full decode, so it catches up; skipping stops at a keyframe once its reading has caught
     up (read under a quarter of the limit behind). The wait for the decode gate is the same for every
-    stream: past capacity it sends each stream in turn to its keyframes for a while, so all shed frames,
-    not a few all of theirs. A packet read later than the one before by more than the time the thread was
-    away (plus a quarter of the limit) shows a step in the camera's clock (FFmpeg re-basing an RTSP
-    session's times on its first RTCP report, a camera rebooted) or in the network's delay, not a decoder
-    falling behind: it becomes the new baseline. Each stream decides alone, so streams that
-    share overloaded cores all lose frames alike, and every one stays within about `limit` of real time.
+    stream: past capacity it sends each stream in turn to its keyframes for a while, so all shed frames
+    alike, not a few all of theirs, and every one stays within about `limit` of real time. A packet read
+    later than the one before by more than the time the thread was away (plus a quarter of the limit)
+    shows a step in the camera's clock (FFmpeg re-basing an RTSP session's times on its first RTCP report,
+    a camera rebooted) or in the network's delay, not a decoder falling behind: it becomes the new baseline.
     """
 
     def __init__(self, limit: float):
