@@ -280,7 +280,7 @@ def run_step(controller, url: str, n: int, step: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fractions", default="0.25,0.5,0.6,0.7,0.75,0.8,0.9,1.0,1.5",
+    ap.add_argument("--fractions", default="0.25,0.5,0.6,0.7,0.75,0.8,0.9,1.0,1.1,1.5",
                     help="steps as fractions of the measured limit (each rounded up: a step named 0.7 is at least 70%%)")
     ap.add_argument("--streams", default=None, help="explicit steps (camera counts), instead of --fractions")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after adding a step's cameras before measuring")
@@ -324,6 +324,10 @@ def main() -> None:
             args.fps = cfg.sampler.fps
             ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
             controller = start_controller(cfg)
+            idle = defaultdict(float)  # MB PSS of the runtime's processes before any camera, by kind
+            for p, k in descendants(os.getpid()).items():
+                if k != "rtsp server":
+                    idle[k] += memory_mb(p, "Pss")
             rates = [decode_rate(clip, seconds=args.probe)[0]]
             for step, n in enumerate(steps):
                 r = run_step(controller, f"rtsp://127.0.0.1:{port}/cam", n, step, args)
@@ -340,11 +344,11 @@ def main() -> None:
     finally:
         server.kill()
         server.wait()
-    report(rows, args, limit, rate_cpu, own_cpu, paced, load)
+    report(rows, args, limit, rate_cpu, own_cpu, paced, load, idle)
 
 
 def report(rows: list[dict], args, limit: float, rate_cpu: float, own_cpu: float, paced: float | None,
-           load: float) -> None:
+           load: float, idle: dict[str, float]) -> None:
     print(f"\n720p {FPS} fps H.264 cameras over RTSP (127.0.0.1), sampled at {args.fps:g} fps; {args.cores} cores; "
           f"limit {limit:.1f} cameras at the start, {min(r['limit'] for r in rows):.1f}-{max(r['limit'] for r in rows):.1f} "
           f"around the steps (decode-bound, measured in this run); load average at start {load:.1f}")
@@ -390,7 +394,10 @@ def report(rows: list[dict], args, limit: float, rate_cpu: float, own_cpu: float
     print(f"at ~80% of capacity ({near['n']} cameras): frame-to-memory p95 {near['p95']:.2f} s, "
           f"decode lag p95 {near['lag95']:.2f} s (goal < 1 s)")
     print(f"memory per stream at {top['n']}: ingest RSS {top['rss_ingest']:.1f} MB; all processes RSS "
-          f"{top['rss_all']:.1f} MB, PSS {top['pss_all']:.1f} MB (goal <= 40 MB)")
+          f"{top['rss_all']:.1f} MB, PSS {top['pss_all']:.1f} MB (goal <= 40 MB); above the idle runtime "
+          f"{top['pss_all'] - sum(idle.values()) / top['n']:.1f} MB PSS")
+    print(f"the idle runtime (no camera): {sum(idle.values()):.0f} MB PSS: " +
+          ", ".join(f"{k} {idle[k]:.0f}" for k in KINDS if k in idle))
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         more = {k: (b[k] * b["n"] - a[k] * a["n"]) / (b["n"] - a["n"]) for k in ("rss_ingest", "rss_all", "pss_all")}
