@@ -21,17 +21,19 @@ class Sampler:
 
     The rate is chosen on stream time before a frame is converted to RGB, so frames between samples cost
     only their decode. A live source never waits for the consumer: when the queue is full its oldest
-    frame is dropped, and a frame that waited longer than `max_delay` is dropped when it comes up (both
-    counted in status.frames_dropped). Past capacity, then, the consumer still gets frames at its own full
-    rate, each stream's freshest, and a frame it takes is never older than `max_delay`; streams that share
-    one consumer taking a frame of each in turn (the encoder's batches) lose frames alike. A source that
-    is not live (an unpaced file) waits for the consumer instead.
+    frame is dropped, and a frame that waited longer than `max_delay` in the queue is dropped when it comes
+    up (both counted in status.frames_dropped). Past capacity, then, the consumer still gets frames at its
+    own full rate, each stream's freshest, and no frame it takes waited for it longer than `max_delay`;
+    streams that share one consumer taking a frame of each in turn (the encoder's batches) lose frames
+    alike. How late a frame was decoded is the source's to bound (source.max_lag), not the queue's: a frame
+    decoded late but taken at once is not stale work to throw away. A source that is not live (an unpaced
+    file) waits for the consumer instead.
     """
 
     def __init__(self, source: Source, cfg: SamplerConfig | None = None):
         cfg = cfg or SamplerConfig()
         self.source, self.period, self.size, self.max_delay = source, 1.0 / cfg.fps, cfg.queue_size, cfg.max_delay
-        self._queue: deque[Frame] = deque()
+        self._queue: deque[tuple[Frame, float]] = deque()  # (frame, when it was queued)
         self._changed = asyncio.Condition()
         self._next_due = float("-inf")
         self._done = False
@@ -66,9 +68,9 @@ class Sampler:
                 await self._changed.wait_for(lambda: self._queue or self._done)
                 if not self._queue:
                     break
-                frame = self._queue.popleft()
+                frame, queued = self._queue.popleft()
                 self._changed.notify_all()
-                if self.source.live and time.monotonic() - frame.arrival > self.max_delay:
+                if self.source.live and time.monotonic() - queued > self.max_delay:
                     self.status.frames_dropped += 1  # stale: the consumer fell behind; a fresher one follows
                     continue
                 return frame
@@ -108,7 +110,7 @@ class Sampler:
                         elif len(self._queue) >= self.size:
                             self._queue.popleft()
                             st.frames_dropped += 1
-                        self._queue.append(frame)
+                        self._queue.append((frame, time.monotonic()))
                         st.frames_sampled += 1
                         self._changed.notify_all()
         except Exception as e:  # SourceFailed, or a bug: either way the consumer must hear of it, not see an end

@@ -1,5 +1,6 @@
 """The sampler's rate and bounded queue, and the reconnect loop every source shares."""
 import asyncio
+import time
 import tracemalloc
 from collections.abc import Iterator
 
@@ -90,6 +91,32 @@ class Flaky(Source):
             pts = self._decoded(i * 0.1, 0.0)
             if keep(pts):
                 yield Frame(np.zeros((2, 2, 3), np.uint8), pts, 0.0)
+
+
+class Late(Source):
+    """A camera decoded behind real time: each frame's packet was read `lag` seconds before its decode."""
+
+    restart_on_end = False
+
+    def __init__(self, n: int, lag: float):
+        super().__init__("late://", SourceConfig())
+        self.n, self.lag = n, lag
+
+    def _read(self, keep) -> Iterator[Frame]:
+        for i in range(self.n):
+            time.sleep(0.02)  # a camera's pace, faster
+            pts = self._decoded(i * 0.1, time.monotonic())
+            if keep(pts):
+                yield Frame(np.zeros((2, 2, 3), np.uint8), pts, time.monotonic() - self.lag)
+
+
+async def test_max_delay_bounds_the_wait_for_the_consumer_not_the_decode_lag():
+    """A frame decoded late (within source.max_lag) and taken at once is delivered: dropping it would throw
+    away work already done, and past capacity that work is what the cores are short of."""
+    source = Late(n=10, lag=0.8)
+    async with Sampler(source, SamplerConfig(fps=10, queue_size=8, max_delay=0.2)) as sampler:
+        frames = await drain(sampler)
+    assert len(frames) == 10 and source.status.frames_dropped == 0
 
 
 async def test_reconnects_after_errors_and_clean_ends():
