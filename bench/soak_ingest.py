@@ -6,9 +6,12 @@ records of --speed x 30 minutes), or with --rtsp FILE real RTSP cameras streamin
 (bench/rtsp_file_server.py; each reconnects when the file ends). Every --interval seconds the RSS of
 every process of the runtime (Ray's GCS and raylet included) is read from /proc; at the end a table
 per kind of process: RSS after the warm-up, at the end, the most, and the growth over the second half
-of the run (MB per hour, least squares), with the frames encoded per second.
+of the run (MB per hour, least squares), with the frames encoded per second. Each stream's rolling memory
+grows until it holds memory.token_budget tokens and then stays there (merging), so each sample also shows
+how full the memories are: RSS that still grows once they are full is a leak.
 
 Run (Linux): .venv/bin/python bench/soak_ingest.py [--minutes 30] [--streams 4] [--speed 8] [--rtsp FILE]
+    [--set KEY=VALUE ...]   (any config value, e.g. --set memory.token_budget=512 to fill the memories sooner)
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.cli import settings  # noqa: E402
 from actors.runtime import start_controller  # noqa: E402
 from bench.bench_ingest import SERVER, descendants, memory_mb  # noqa: E402
 from configs import load_config  # noqa: E402
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the first sample that counts")
     ap.add_argument("--cores", type=int, default=os.cpu_count())
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value (repeatable)")
     args = ap.parse_args()
 
     server = None
@@ -52,9 +57,12 @@ def main() -> None:
         specs = [f"synth://?seed={i}&fps=4&speed={args.speed:g}" for i in range(args.streams)]
     samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
     encoded = []
+    fill = []  # the least full stream memory, as a fraction of its token budget, at each sample
     try:
         with tempfile.TemporaryDirectory() as snapshots:
-            cfg = load_config(overrides={"runtime": {"snapshot_dir": snapshots}})
+            overrides = settings(args.set)
+            overrides.setdefault("runtime", {})["snapshot_dir"] = snapshots
+            cfg = load_config(overrides=overrides)
             ray.init(num_cpus=args.cores, include_dashboard=False, log_to_driver=False)
             controller = start_controller(cfg)
             for i, spec in enumerate(specs):
@@ -67,11 +75,13 @@ def main() -> None:
                 samples.append((time.monotonic() - t0, {p: (k, memory_mb(p, "VmRSS")) for p, k in procs.items()}))
                 streams = ray.get(controller.list_streams.remote(), timeout=60)
                 encoded.append((time.monotonic() - t0, sum(s["encoder_counters"].get("frames", 0) for s in streams)))
+                fill.append(min((s["encoder_counters"].get("memory_tokens", 0) for s in streams), default=0)
+                            / cfg.memory.token_budget)
                 by_kind = defaultdict(float)
                 for k, r in samples[-1][1].values():
                     by_kind[k] += r
                 print(f"{samples[-1][0]:7.0f} s  " + "  ".join(f"{k} {r:.0f}" for k, r in sorted(by_kind.items()))
-                      + f"  encoded {encoded[-1][1]}", flush=True)
+                      + f"  encoded {encoded[-1][1]}  least full memory {fill[-1]:.0%}", flush=True)
             ray.kill(controller)
             ray.shutdown()
     finally:
@@ -92,15 +102,24 @@ def main() -> None:
     (ta, ea), (tb, eb) = encoded[0], encoded[-1]
     print(f"\nsoak: {what}, {args.minutes:g} min after a {args.warmup:g} s warm-up; {(eb - ea) / (tb - ta):.1f} frames "
           f"encoded per second; load average at the end {os.getloadavg()[0]:.1f}")
-    print("| process | count | RSS after warm-up MB | at the end MB | most MB | second half MB/h |")
-    print("|---|---:|---:|---:|---:|---:|")
+    # from the first sample where every stream's memory held >= 90% of its budget (they merge there)
+    full_at = next((samples[i][0] for i, f in enumerate(fill) if f >= 0.9), None)
+    print("memories " + (f"full (every stream >= 90% of its token budget) from {full_at:.0f} s" if full_at is not None
+                         else f"not full by the end (the least full at {fill[-1]:.0%}): the growth columns include filling"))
+    print("| process | count | RSS after warm-up MB | at the end MB | most MB | second half MB/h | since memories full MB/h |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for k in sorted(series):
         ts, rs = map(np.array, zip(*series[k]))
-        half = ts >= ts[0] + (ts[-1] - ts[0]) / 2
-        slope = np.polyfit(ts[half], rs[half], 1)[0] * 3600 if half.sum() > 2 else float("nan")
         count = sum(1 for kk, _ in counted[-1][1].values() if kk == k)
-        print(f"| {k} | {count} | {rs[0]:.0f} | {rs[-1]:.0f} | {rs.max():.0f} | {slope:+.1f} |")
+        print(f"| {k} | {count} | {rs[0]:.0f} | {rs[-1]:.0f} | {rs.max():.0f} | "
+              f"{growth(ts, rs, ts[0] + (ts[-1] - ts[0]) / 2):+.1f} | "
+              f"{growth(ts, rs, full_at) if full_at is not None else float('nan'):+.1f} |")
 
+
+def growth(ts: np.ndarray, rs: np.ndarray, since: float) -> float:
+    """MB per hour, least squares over the samples from `since` (nan with fewer than 3)."""
+    keep = ts >= since
+    return np.polyfit(ts[keep], rs[keep], 1)[0] * 3600 if keep.sum() > 2 else float("nan")
 
 if __name__ == "__main__":
     main()
