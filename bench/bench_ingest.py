@@ -374,6 +374,12 @@ def report(rows: list[dict], args, limit: float, rate_cpu: float, own_cpu: float
     top = max(full, key=lambda r: r["n"])
     print(f"\nsustained: {top['n']} cameras = {top['n'] / top['limit']:.0%} of the limit measured around that step, "
           f"{top['limit']:.1f} ({top['n'] / limit:.0%} of the first measurement, {limit:.1f}) (goal >= 70%)")
+    if failed := [r for r in rows if r["n"] < top["n"] and r["sustained"] < r["n"]]:  # capacity is not one line
+        below = [r for r in rows if r["n"] < failed[0]["n"]]
+        print("  but not every step below it: " + ", ".join(f"{r['n']} ({r['n'] / r['limit']:.2f} of the limit then) "
+                                                         f"{r['sustained']} sustained" for r in failed) +
+              (f"; every step up to {below[-1]['n']} = {below[-1]['n'] / below[-1]['limit']:.0%} of its limit then"
+               if below else ""))
     # the decodes measured at the start, scaled to the machine's speed around the top step
     against = [("the standard decode", top["rate"])]
     if paced is not None:  # source.skip_loop_filter: the decode the ingest does, back to back and paced
