@@ -240,6 +240,7 @@ def test_metrics_in_prometheus_text_format(client, synth):
     text = client.metrics()
     assert "# TYPE cubestream_cubes_total counter" in text and f'cubestream_memory_tokens{{stream="{synth}"}}' in text
     assert f'cubestream_frames_encoded_total{{stream="{synth}"}}' in text
+    assert f'cubestream_frames_skipped_total{{stream="{synth}"}}' in text and f'cubestream_decode_lag_seconds{{stream="{synth}"}}' in text
     assert 'cubestream_http_requests_total{route="/streams/{id}/ask",status="200"}' in text
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert all(len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0 for line in samples)
