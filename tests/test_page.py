@@ -171,6 +171,7 @@ def test_a_live_stream_its_growing_timeline_and_an_answer_with_cited_spans(page,
     assert timeline.locator(".lane-label").count() >= 2
     card.locator("img.thumb[src^='blob:']").wait_for()  # its newest thumbnail
     assert int(card.locator("dt:text-is('frames') + dd").inner_text()) > 0
+    assert card.locator("dt:text-is('skipped') + dd").inner_text() == "0"  # a synthetic camera is never behind
     shoot(page, "03-live-stream")
 
     # an entry, clicked: its thumbnail and span; the arrow keys move along the timeline

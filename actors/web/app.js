@@ -289,7 +289,8 @@ function renderStreams() {
     setText(card.querySelector(".spec"), s.spec || src.spec || "");
     const counters = [
       ["frames", enc.frames], ["cubes", enc.cubes], ["entries", enc.entries], ["tokens", enc.memory_tokens],
-      ["decoded", src.frames_decoded], ["dropped", src.frames_dropped], ["reconnects", src.reconnects],
+      ["decoded", src.frames_decoded], ["dropped", src.frames_dropped], ["skipped", src.frames_skipped],
+      ["behind", src.lag ? `${src.lag.toFixed(1)} s` : undefined], ["reconnects", src.reconnects],
       ["latency p50", s.latency_p50 === null || s.latency_p50 === undefined ? undefined : `${(s.latency_p50 * 1000).toFixed(0)} ms`],
     ].filter(([, v]) => v !== undefined && v !== null);
     card.querySelector(".counters").replaceChildren(...counters.map(([k, v]) =>
