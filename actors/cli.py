@@ -228,11 +228,13 @@ def cmd_add(args) -> int:
 
 
 def cmd_streams(args) -> int:
-    print(f"{'id':16} {'state':12} {'sampled':>8} {'dropped':>8} {'encoded':>8} {'cubes':>6}  source")
+    # skipped and behind: a camera decoded past the machine's capacity (frames left undecoded, seconds behind)
+    print(f"{'id':16} {'state':12} {'sampled':>8} {'dropped':>8} {'skipped':>8} {'behind':>7} {'encoded':>8} {'cubes':>6}  source")
     for s in _client(args).streams():
         src, enc = s["source"], s["encoder_counters"]
         print(f"{s['id']:16} {src.get('state', '?'):12} {src.get('frames_sampled', 0):>8} {src.get('frames_dropped', 0):>8} "
-              f"{enc.get('frames', 0):>8} {enc.get('cubes', 0):>6}  {s['spec']}")
+              f"{src.get('frames_skipped', 0):>8} {src.get('lag', 0.0):>6.1f}s {enc.get('frames', 0):>8} "
+              f"{enc.get('cubes', 0):>6}  {s['spec']}")
     return 0
 
 

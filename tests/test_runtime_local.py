@@ -290,6 +290,10 @@ def test_cli_add_streams_ask(service, synth, capsys):
     assert main(["streams", *common]) == 0
     out = capsys.readouterr().out
     assert "added cli" in out and "synth://?seed=5" in out
+    header, *rows = out.splitlines()[1:]
+    assert header.split()[:8] == ["id", "state", "sampled", "dropped", "skipped", "behind", "encoded", "cubes"]
+    row = next(r.split() for r in rows if r.startswith("cli "))
+    assert row[4] == "0" and row[5] == "0.0s"  # a synthetic camera is never decoded behind real time
     assert main(["ask", *common, synth, "what colour is the square ?"]) == 0
     assert "cited t=" in capsys.readouterr().out
     assert main(["ask", *common, synth, "Is the red square still there?", "--option", "yes", "--option", "no"]) == 0
