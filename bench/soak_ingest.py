@@ -121,5 +121,6 @@ def growth(ts: np.ndarray, rs: np.ndarray, since: float) -> float:
     keep = ts >= since
     return np.polyfit(ts[keep], rs[keep], 1)[0] * 3600 if keep.sum() > 2 else float("nan")
 
+
 if __name__ == "__main__":
     main()
