@@ -1,6 +1,6 @@
-"""Ray actors: thin shells over EncoderWorker, Ingest and Answerer, and the controller that places them.
+"""Ray actors: thin shells over EncoderWorker, Ingest and AnswerWorker, and the controller that places them.
 
-    controller = start_controller(cfg)          # after ray.init(); creates encoders and LLM actors
+    controller = start_controller(cfg)          # after ray.init(); creates the encoders (and any LLM actors)
     await controller.add_stream.remote("cam1", "rtsp://...")
 
 Placement: with `runtime.encoder_gpus > 0`, one encoder actor per GPU of every node that has GPUs, pinned
@@ -8,7 +8,9 @@ to its node; else `runtime.encoders` encoder actors spread over the nodes. Besid
 node, `runtime.ingest_workers` ingest workers: processes that each decode many streams on threads of
 their own, reduce every sampled frame to the encoder's input size, and send all their streams' frames
 for the encoder in one call. A stream goes to the encoder with the fewest streams, and to its ingest
-worker with the fewest.
+worker with the fewest. Questions and searches go to the LLM actors in turn (`runtime.llm_actors`), or, where
+that is 0 (the embedded default), to the encoders, which then load the answerer too: a question about a
+stream is answered by the encoder that holds its memory, one process fewer holds torch and a model.
 
 Recovery: every actor restarts (max_restarts=-1). A restarted encoder comes back empty; the stream's
 ingest hears "unknown stream" on its next frame and re-attaches, which restores the stream's memory and
@@ -58,15 +60,22 @@ class EncoderActor:
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         device = "cuda" if ids and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(max(1, int(cfg.runtime.encoder_cpus)))
+        llm = None
         if cfg.model.vlm:  # a pretrained VLM's vision side
             from models.vlm.profile import build_stream_encoder
 
             model = build_stream_encoder(cfg, device)
         else:
-            model, _ = load_models(cfg)
+            model, llm = load_models(cfg)
         self.worker = EncoderWorker(model, cfg, device)
         self.pool = ThreadPoolExecutor(1)  # the worker is used from one thread only, off the event loop
         self.intake = EncoderIntake(lambda items: self._call(self.worker.push, items), cfg.runtime.max_batch)
+        self.answers = None
+        if cfg.runtime.llm_actors == 0:  # this process answers too (the Controller sends it questions)
+            from actors.answering import AnswerWorker, load_answerer
+
+            self.answers = AnswerWorker(load_answerer(cfg, device, llm))
+            self.answer_pool = ThreadPoolExecutor(1)  # one question at a time, beside the encoding
 
     async def push(self, stream_ids: list[str], images: list[np.ndarray], pts: list[float],
                    arrivals: list[float]) -> list:
@@ -95,11 +104,24 @@ class EncoderActor:
     async def counters(self, stream_ids: list[str] | None = None) -> dict:
         return await self._call(self.worker.stats, stream_ids)
 
+    async def answer(self, entries: list, question: str, options: list | None = None) -> dict:
+        """As LLMActor.answer, where runtime.llm_actors is 0."""
+        return await self._answer(self.answers.answer, entries, question, options)
+
+    async def search(self, stream_ids: list[str], query: str, limit: int, *memories: list) -> dict:
+        """As LLMActor.search, where runtime.llm_actors is 0."""
+        return await self._answer(self.answers.search, stream_ids, query, limit, list(memories))
+
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def _answer(self, fn, *args):
+        if self.answers is None:
+            raise RuntimeError("this encoder does not answer: runtime.llm_actors > 0")
+        return await asyncio.get_running_loop().run_in_executor(self.answer_pool, fn, *args)
 
 
 @ray.remote
@@ -182,47 +204,25 @@ class RemoteEncoder:
 
 @ray.remote
 class LLMActor:
-    """An Answerer. Calls run one at a time (a synchronous actor): the model is the bottleneck anyway."""
+    """An AnswerWorker. Calls run one at a time (a synchronous actor): the model is the bottleneck anyway."""
 
     def __init__(self, cfg: Config):
         import torch
 
-        from actors.worker import load_models
-        from models.answerer import Answerer
+        from actors.answering import AnswerWorker, load_answerer
 
         torch.set_num_threads(1)
         device = "cuda" if cfg.runtime.llm_gpus and torch.cuda.is_available() else "cpu"
-        if cfg.model.vlm:  # a pretrained VLM's language side
-            from models.vlm.profile import build_answerer
-
-            self.answerer = build_answerer(cfg, device)
-            return
-        _, llm = load_models(cfg)
-        self.answerer = Answerer(llm.to(device), cfg.answer)
+        self.worker = AnswerWorker(load_answerer(cfg, device))
 
     def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """entries: the stream's memory entries to consider (stream.memory.MemoryEntry), in time order."""
-        from models.answerer import QuestionError
-
-        try:
-            a = self.answerer.answer(entries, question, options)
-        except QuestionError as e:
-            return {"error": str(e)}
-        return {"text": a.text, "citations": [{"start": c.start, "end": c.end, "score": c.score} for c in a.citations],
-                "tokens_used": a.tokens_used, "latency_s": a.latency_s,
-                "cubes_considered": a.cubes_considered, "cubes_used": a.cubes_used} | \
-            ({"option_logprobs": a.option_logprobs} if a.option_logprobs is not None else {})
+        return self.worker.answer(entries, question, options)
 
     def search(self, stream_ids: list[str], query: str, limit: int, *memories: list) -> dict:
         """The entries of the streams' memories (one list each, in the order of `stream_ids`) most relevant to
         `query`, best first (actors/search.py)."""
-        from actors.search import rank
-        from models.answerer import QuestionError
-
-        try:
-            return {"results": rank(self.answerer, dict(zip(stream_ids, memories)), query, limit)}
-        except QuestionError as e:
-            return {"error": str(e)}
+        return self.worker.search(stream_ids, query, limit, list(memories))
 
 
 class RequestError(ValueError):
@@ -395,10 +395,8 @@ class Controller:
         s = self._get(stream_id)
         if start is not None and end is not None and start > end:
             raise RequestError(f"the window's start ({start}) is after its end ({end})")
-        entries = self.encoders[s.encoder].window.remote(stream_id, start, end)  # goes to the LLM actor directly
-        llm = self.llms[self.next_llm % len(self.llms)]
-        self.next_llm += 1
-        result = await self._bounded(llm.answer.remote(entries, question, options))
+        entries = self.encoders[s.encoder].window.remote(stream_id, start, end)  # goes to the answerer directly
+        result = await self._bounded(self._answerer(s.encoder).answer.remote(entries, question, options))
         if "error" in result:
             raise RequestError(result["error"])
         return result
@@ -408,9 +406,7 @@ class Controller:
         """Memory entries of `stream_ids` (None: all) overlapping [start, end], ranked by relevance to `query`."""
         sids = list(self.streams) if stream_ids is None else list(dict.fromkeys(stream_ids))
         windows = [self.encoders[self._get(sid).encoder].window.remote(sid, start, end) for sid in sids]
-        llm = self.llms[self.next_llm % len(self.llms)]
-        self.next_llm += 1
-        result = await self._bounded(llm.search.remote(sids, query, limit, *windows))
+        result = await self._bounded(self._answerer().search.remote(sids, query, limit, *windows))
         if "error" in result:
             raise RequestError(result["error"])
         return result["results"]
@@ -471,6 +467,20 @@ class Controller:
         streams = {sid: (s.spec, self.encoders[encoder]) for sid, s in self.streams.items()
                    if s.encoder == encoder and s.ingest == slot}
         await self._bounded(self.ingests[encoder][slot].assign.remote(streams), timeout)
+
+    def _answerer(self, encoder: int | None = None):
+        """The actor to answer the next question: the LLM actors in turn; where runtime.llm_actors is 0, the
+        encoder that holds the stream's memory (`encoder`), or the live encoders in turn."""
+        if self.llms:
+            actors = self.llms
+        elif encoder is not None:
+            return self.encoders[encoder]
+        else:
+            actors = [e for i, e in enumerate(self.encoders) if i not in self.dead]
+            if not actors:
+                raise RequestError("no encoder is alive", status=503)
+        self.next_llm += 1
+        return actors[self.next_llm % len(actors)]
 
     def _least_loaded(self) -> int:
         live = [i for i in range(len(self.encoders)) if i not in self.dead]

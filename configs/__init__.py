@@ -340,7 +340,10 @@ class RuntimeConfig:
     encoder_gpus: float = 0.0  # GPUs per encoder actor: > 0 places one encoder per GPU (needs GPU nodes)
     encoders: int = 1  # encoder actors when encoder_gpus is 0 (one per CPU slot)
     encoder_cpus: float = 1.0
-    llm_actors: int = 1
+    # LLM actors: processes of their own that answer questions and watches (a GPU each with llm_gpus); 0: each
+    # encoder actor answers too, in its process: one model process less (~300 MB on the default profile), and a
+    # question shares the encoder's cores (on one CPU machine it does anyway)
+    llm_actors: int = 0
     llm_gpus: float = 0.0
     max_batch: int = 64  # frames (one per stream) the encoder runs in one batched pass
     ingest_workers: int = 1  # ingest processes beside each encoder, on its node; each decodes many streams on threads
@@ -358,8 +361,12 @@ class RuntimeConfig:
     state_every: int = 1  # closed cubes between saves of a stream's encoder state (also saved at each compaction)
 
     def __post_init__(self):
-        _positive(self, "encoders", "encoder_cpus", "llm_actors", "max_batch", "ingest_workers", "request_timeout",
+        _positive(self, "encoders", "encoder_cpus", "max_batch", "ingest_workers", "request_timeout",
                   "health_interval", "state_every")
+        if self.llm_actors < 0:
+            raise ConfigError(f"runtime.llm_actors must be >= 0, got {self.llm_actors!r}")
+        if self.llm_gpus > 0 and self.llm_actors == 0:
+            raise ConfigError("runtime.llm_gpus needs runtime.llm_actors > 0 (with 0 the encoders answer, on their devices)")
         if self.encoder_gpus < 0 or self.llm_gpus < 0:
             raise ConfigError("runtime.encoder_gpus and runtime.llm_gpus must be >= 0")
         if self.ingest_decoders < 0:

@@ -75,6 +75,13 @@ def test_node_removed_under_load_streams_continue_from_snapshots(cluster):
                          f"new cubes of {sid} on the other node")
         assert after[:len(before[sid])] == before[sid], f"{sid}: a closed cube was lost in the move"
         assert [x["id"] for x in after] == list(range(len(after)))
+    # the encoders answer questions (runtime.llm_actors: 0): a moved stream's new one, and a search over all
+    # streams goes to the live encoders only, every time (no retry here: a call sent to the lost one fails)
+    answer = ray.get(controller.ask.remote(moved[0], "what happened ?"), timeout=30)
+    assert answer["citations"] and answer["cubes_considered"] > len(before[moved[0]])
+    for _ in range(4):
+        results = ray.get(controller.search.remote("square", None, None, None, 5), timeout=30)
+        assert results and {r["stream"] for r in results} <= set(placement["streams"])
 
 
 def test_encoder_process_killed_recovers_without_losing_a_closed_cube(cluster):
