@@ -361,11 +361,12 @@ def report(rows: list[dict], args, limit: float, rate_cpu: float, own_cpu: float
         print(f"| {r['n']} | {r['limit']:.1f} | {r['n'] / r['limit']:.2f} | {r['sustained']} | {r['decoded']:.0%} | {r['sampled']:.0%} | {r['lost']} | "
               f"{r['p50'] * 1e3:.0f} | {r['p95'] * 1e3:.0f} | {r['lag95']:.2f} | {r['encoded']:.1f} | {r['cores']:.2f} | "
               f"{r['cpu_ms_per_cam_s']:.0f} | {r['rss_ingest']:.1f} | {r['rss_all']:.1f} | {r['pss_all']:.1f} |")
+    running = [k for k in KINDS if k in idle]  # no LLM actor where runtime.llm_actors is 0: the encoder answers
     print("\ncores busy by process (the RTSP server apart):\n")
-    print("| cameras | " + " | ".join(KINDS) + " | (rtsp server) |")
-    print("|" + "---:|" * (len(KINDS) + 2))
+    print("| cameras | " + " | ".join(running) + " | (rtsp server) |")
+    print("|" + "---:|" * (len(running) + 2))
     for r in rows:
-        print(f"| {r['n']} | " + " | ".join(f"{r['busy'][k]:.2f}" for k in (*KINDS, "rtsp server")) + " |")
+        print(f"| {r['n']} | " + " | ".join(f"{r['busy'][k]:.2f}" for k in (*running, "rtsp server")) + " |")
 
     full = [r for r in rows if r["sustained"] == r["n"]]
     if not full:
