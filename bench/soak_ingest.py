@@ -8,10 +8,12 @@ every process of the runtime (Ray's GCS and raylet included) is read from /proc;
 per kind of process: RSS after the warm-up, at the end, the most, and the growth over the second half
 of the run (MB per hour, least squares), with the frames encoded per second. Each stream's rolling memory
 grows until it holds memory.token_budget tokens and then stays there (merging), so each sample also shows
-how full the memories are: RSS that still grows once they are full is a leak.
+how full the memories are: RSS that still grows once they are full is a leak. With --ask-every S a question
+is asked of the streams in turn every S seconds (over each one's whole memory, as a user or a watch would),
+so the processes that answer are soaked too; their count, failures and latency are printed at the end.
 
 Run (Linux): .venv/bin/python bench/soak_ingest.py [--minutes 30] [--streams 4] [--speed 8] [--rtsp FILE]
-    [--set KEY=VALUE ...]   (any config value, e.g. --set memory.token_budget=512 to fill the memories sooner)
+    [--ask-every SECONDS] [--set KEY=VALUE ...]   (any config value, e.g. --set memory.token_budget=512 to fill the memories sooner)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds before the first sample that counts")
     ap.add_argument("--cores", type=int, default=os.cpu_count())
+    ap.add_argument("--ask-every", type=float, default=0.0, help="seconds between questions (0: none)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value (repeatable)")
     args = ap.parse_args()
 
@@ -58,6 +62,7 @@ def main() -> None:
     samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
     encoded = []
     fill = []  # the least full stream memory, as a fraction of its token budget, at each sample
+    asked: list[tuple[float, bool]] = []  # (seconds, answered) of each question
     try:
         with tempfile.TemporaryDirectory() as snapshots:
             overrides = settings(args.set)
@@ -67,6 +72,10 @@ def main() -> None:
             controller = start_controller(cfg)
             for i, spec in enumerate(specs):
                 ray.get(controller.add_stream.remote(f"soak{i}", spec), timeout=120)
+            stop = threading.Event()
+            asker = threading.Thread(target=ask, args=(controller, len(specs), args.ask_every, stop, asked), daemon=True)
+            if args.ask_every:
+                asker.start()
             t0 = time.monotonic()
             end = t0 + args.warmup + 60 * args.minutes
             while time.monotonic() < end:
@@ -82,6 +91,9 @@ def main() -> None:
                     by_kind[k] += r
                 print(f"{samples[-1][0]:7.0f} s  " + "  ".join(f"{k} {r:.0f}" for k, r in sorted(by_kind.items()))
                       + f"  encoded {encoded[-1][1]}  least full memory {fill[-1]:.0%}", flush=True)
+            stop.set()
+            if asker.is_alive():
+                asker.join()  # its last question answered before the runtime goes
             ray.kill(controller)
             ray.shutdown()
     finally:
@@ -106,6 +118,10 @@ def main() -> None:
     full_at = next((samples[i][0] for i, f in enumerate(fill) if f >= 0.9), None)
     print("memories " + (f"full (every stream >= 90% of its token budget) from {full_at:.0f} s" if full_at is not None
                          else f"not full by the end (the least full at {fill[-1]:.0%}): the growth columns include filling"))
+    if asked:
+        took = np.array([t for t, ok in asked if ok] or [np.nan])
+        print(f"questions: {len(asked)} asked, {sum(not ok for _, ok in asked)} failed; answered in p50 "
+              f"{np.median(took):.2f} s, p95 {np.percentile(took, 95):.2f} s")
     print("| process | count | RSS after warm-up MB | at the end MB | most MB | second half MB/h | since memories full MB/h |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for k in sorted(series):
@@ -114,6 +130,20 @@ def main() -> None:
         print(f"| {k} | {count} | {rs[0]:.0f} | {rs[-1]:.0f} | {rs.max():.0f} | "
               f"{growth(ts, rs, ts[0] + (ts[-1] - ts[0]) / 2):+.1f} | "
               f"{growth(ts, rs, full_at) if full_at is not None else float('nan'):+.1f} |")
+
+
+def ask(controller, streams: int, every: float, stop: threading.Event, asked: list) -> None:
+    """A question every `every` seconds, to the streams in turn, until `stop`."""
+    i = 0
+    while not stop.wait(every):
+        t = time.monotonic()
+        try:
+            ray.get(controller.ask.remote(f"soak{i % streams}", "what happened ?"), timeout=60)
+            asked.append((time.monotonic() - t, True))
+        except Exception as e:
+            asked.append((time.monotonic() - t, False))
+            print(f"question to soak{i % streams} failed: {e!r}"[:500], flush=True)
+        i += 1
 
 
 def growth(ts: np.ndarray, rs: np.ndarray, since: float) -> float:
