@@ -104,10 +104,14 @@ class EncoderActor:
     async def counters(self, stream_ids: list[str] | None = None) -> dict:
         return await self._call(self.worker.stats, stream_ids)
 
+    # A question only reads, so one cut off by a restart is sent again (as to an LLM actor); the other calls
+    # are not: an ingest re-attaches its stream to a restarted encoder itself (see the module's docstring).
+    @ray.method(max_task_retries=2)
     async def answer(self, entries: list, question: str, options: list | None = None) -> dict:
         """As LLMActor.answer, where runtime.llm_actors is 0."""
         return await self._answer(self.answers.answer, entries, question, options)
 
+    @ray.method(max_task_retries=2)
     async def search(self, stream_ids: list[str], query: str, limit: int, *memories: list) -> dict:
         """As LLMActor.search, where runtime.llm_actors is 0."""
         return await self._answer(self.answers.search, stream_ids, query, limit, list(memories))

@@ -3,8 +3,9 @@ start-up errors of a `model.vlm` that cannot serve.
 
 The VLM is a tiny random Qwen2.5-VL of the real class saved to a folder (tests/tiny_vlm.py): what it says is
 noise, but every part a real one uses runs: its image processor and vision tower on the encoder actor,
-cubes cut and pooled without training, its tokenizer, chat template and 3-D positions on the LLM actor,
-XComp selection over the memory, free generation and options by log-likelihood, citations.
+cubes cut and pooled without training, its tokenizer, chat template and 3-D positions on the LLM actor (or,
+with `runtime.llm_actors: 0`, beside the vision side on the encoder actor), XComp selection over the memory,
+free generation and options by log-likelihood, citations.
 """
 from __future__ import annotations
 
@@ -31,20 +32,22 @@ def tiny_qwen(tmp_path_factory) -> Path:
     return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen2.5-vl"))
 
 
-def vlm_config(path, snapshots):
+def vlm_config(path, snapshots, llm_actors: int = 1):
     return load_config("vlm", overrides={
         "model": {"vlm": str(path), "dtype": "float32", "device": "cpu", "max_pixels": 112 * 112,
                   "cube_grid": [1, 2, 2], "min_frames": 2, "max_frames": 4},
         "answer": {"context_tokens": 256, "window_cubes": 8, "max_answer_tokens": 8},
-        "runtime": {"snapshot_dir": str(snapshots), "request_timeout": 60.0, "health_interval": 0.5},
+        "runtime": {"snapshot_dir": str(snapshots), "request_timeout": 60.0, "health_interval": 0.5,
+                    "llm_actors": llm_actors},
         "server": {"port": 0}})
 
 
-def test_rtsp_camera_answers_a_free_form_question_with_citations(tiny_qwen, tmp_path):
+@pytest.mark.parametrize("llm_actors", [1, 0], ids=["llm-actor", "encoder-answers"])
+def test_rtsp_camera_answers_a_free_form_question_with_citations(tiny_qwen, tmp_path, llm_actors):
     need(have_gst_rtsp_server(), "GStreamer's RTSP server (gir1.2-gst-rtsp-server-1.0 for /usr/bin/python3)")
     rtsp = RtspServer(free_port()).start()
     try:
-        with Service(vlm_config(tiny_qwen, tmp_path), num_cpus=2, token="secret") as svc:
+        with Service(vlm_config(tiny_qwen, tmp_path, llm_actors), num_cpus=2, token="secret") as svc:
             client = Client(svc.url, svc.token)
             client.add("door", rtsp.url("h264"))
             timeline = wait_for(lambda: (t := client.timeline("door")) and len(t) >= 3 and t, "three cubes", 120)
