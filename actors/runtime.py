@@ -478,21 +478,21 @@ class Controller:
     def _answerer(self, encoder: int | None = None):
         """The actor to answer the next question: the LLM actors in turn; where runtime.llm_actors is 0, the
         encoder that holds the stream's memory (`encoder`), or the live encoders in turn."""
-        if self.llms:
-            actors = self.llms
-        elif encoder is not None:
+        if not self.llms and encoder is not None:
             return self.encoders[encoder]
-        else:
-            actors = [e for i, e in enumerate(self.encoders) if i not in self.dead]
-            if not actors:
-                raise RequestError("no encoder is alive", status=503)
+        actors = self.llms or [self.encoders[i] for i in self._live()]
         self.next_llm += 1
         return actors[self.next_llm % len(actors)]
 
-    def _least_loaded(self) -> int:
+    def _live(self) -> list[int]:
+        """The encoders alive (indices into self.encoders); none is a 503."""
         live = [i for i in range(len(self.encoders)) if i not in self.dead]
         if not live:
             raise RequestError("no encoder is alive", status=503)
+        return live
+
+    def _least_loaded(self) -> int:
+        live = self._live()
         load = {i: 0 for i in live}
         for s in self.streams.values():
             if s.encoder in load:
